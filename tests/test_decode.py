@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from planted import evaluate_fourier, evaluate_mobius, mobius_to_fourier, planted_fourier, planted_mobius
+from spex_ray import SpexDesign, decode, faithfulness, uniform_masks
+
+
+def held_out_r2(result, truth_fn, n, seed=99):
+    masks = uniform_masks(n, 1000, seed=seed)
+    return faithfulness(result, masks, truth_fn(masks))
+
+
+@pytest.mark.parametrize("decoder", ["hard", "soft"])
+@pytest.mark.parametrize("n, b, terms, seed", [(64, 6, 20, 0), (1000, 6, 20, 1), (1000, 8, 100, 2), (300, 7, 60, 3)])
+def test_noiseless_parity_functions_are_recovered_exactly(decoder, n, b, terms, seed):
+    truth = planted_fourier(n, terms, 5, seed)
+    design = SpexDesign(n, b, seed=seed)
+    result = decode(design, evaluate_fourier(truth, design.masks()), decoder)
+    assert set(result) == set(truth)
+    assert max(abs(result[k] - v) for k, v in truth.items()) < 1e-9
+
+
+@pytest.mark.parametrize("n, b, terms, order, seed", [(1000, 9, 20, 4, 0), (128, 8, 20, 3, 1)])
+def test_noiseless_and_functions_are_recovered_exactly(n, b, terms, order, seed):
+    truth = planted_mobius(n, terms, order, seed)
+    fourier = mobius_to_fourier(truth)
+    design = SpexDesign(n, b, seed=seed)
+    result = decode(design, evaluate_mobius(truth, design.masks()), "hard")
+    assert set(result) == set(fourier)
+    assert max(abs(result[k] - v) for k, v in fourier.items()) < 1e-9
+    mobius = result.to("mobius")
+    assert max(abs(mobius.get(k, 0.0) - v) for k, v in truth.items()) < 1e-9
+
+
+@pytest.mark.parametrize("decoder", ["hard", "soft"])
+@pytest.mark.parametrize("refit", [None, "ls"])
+def test_noisy_values_still_give_a_faithful_explanation(decoder, refit):
+    n, sigma = 256, 1.0
+    truth = planted_fourier(n, 20, 5, seed=4)
+    design = SpexDesign(n, 6, seed=4)
+    rng = np.random.default_rng(5)
+    values = evaluate_fourier(truth, design.masks()) + sigma * rng.standard_normal(design.num_queries)
+    result = decode(design, values, decoder, refit=refit)
+    assert held_out_r2(result, lambda m: evaluate_fourier(truth, m), n) >= 0.99
+    assert set(truth) <= set(result)
+
+
+def test_noise_floor_keeps_noise_out_of_the_explanation():
+    """Pure noise (no signal) must not be explained by spurious high-order interactions."""
+    design = SpexDesign(200, 6, seed=0)
+    values = 3.0 + np.random.default_rng(0).standard_normal(design.num_queries)
+    result = decode(design, values, "soft")
+    assert set(result) <= {()}
+    assert abs(result[()] - 3.0) < 0.1
+
+
+def test_nested_values_decode_at_a_smaller_b():
+    n = 500
+    truth = planted_fourier(n, 10, 3, seed=6)
+    large = SpexDesign(n, 7, seed=6)
+    values = evaluate_fourier(truth, large.masks())
+    small = SpexDesign(n, 5, seed=6)
+    result = decode(small, values[: small.num_queries])
+    assert set(result) == set(truth)
+
+
+def test_refit_lasso_runs_and_keeps_support():
+    truth = planted_fourier(100, 10, 3, seed=7)
+    design = SpexDesign(100, 5, seed=7)
+    values = evaluate_fourier(truth, design.masks()) + 0.05 * np.random.default_rng(1).standard_normal(design.num_queries)
+    result = decode(design, values, refit="lasso")
+    assert held_out_r2(result, lambda m: evaluate_fourier(truth, m), 100) > 0.99
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (np.zeros(5), "expected 672 values"),
+        (np.full(672, np.nan), "finite"),
+        (np.r_[np.zeros(671), np.inf], "finite"),
+    ],
+)
+def test_bad_values_raise_clear_errors(values, message):
+    with pytest.raises(ValueError, match=message):
+        decode(SpexDesign(20, 3, t=5), values)
+
+
+def test_bad_options_raise():
+    design = SpexDesign(20, 3)
+    with pytest.raises(ValueError, match="decoder"):
+        decode(design, np.zeros(design.num_queries), "fuzzy")
+    with pytest.raises(ValueError, match="refit"):
+        decode(design, np.zeros(design.num_queries), refit="ridge")
