@@ -1,0 +1,193 @@
+"""The backend contract: examples in, one score per mask out, and the registry that builds backends.
+
+Mask convention everywhere: ``keep[b, i]`` True/1 = feature ``i`` kept in query row ``b``,
+False/0 = feature masked.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import importlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from connectors.text import Renderer, Strategy, Unit, featurize
+
+# name -> "module:Class". A backend's options are the keyword arguments of its constructor.
+BACKENDS: dict[str, str] = {
+    "vader": "connectors.vader:VaderBackend",
+    "fake": "connectors.fake:FakeBackend",
+    "openai": "connectors.openai_backend:OpenAIBackend",
+    "transformers": "connectors.transformers_backend:TransformersBackend",
+    "vllm": "connectors.vllm_backend:VLLMBackend",
+}
+
+# name -> the pyproject extra that installs the backend's third-party dependencies.
+BACKEND_EXTRAS: dict[str, str] = {
+    "openai": "openai",
+    "transformers": "hf",
+    "vllm": "vllm",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input to explain: its text split into ``n = len(features)`` features.
+
+    ``spans[i] = (start, end)`` locates feature ``i`` in ``text`` as ``text[start:end]``;
+    ``spans`` is None when the features are not substrings of a text.
+    """
+
+    example_id: str
+    text: str
+    features: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...] | None
+    question: str | None = None
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        # normalise lists (e.g. read back from Arrow) to tuples so examples stay hashable
+        object.__setattr__(self, "features", tuple(self.features))
+        if self.spans is not None:
+            object.__setattr__(self, "spans", tuple((int(start), int(end)) for start, end in self.spans))
+
+    @classmethod
+    def from_text(
+        cls,
+        example_id: str,
+        text: str,
+        unit: Unit = "words",
+        *,
+        spans=None,
+        max_features: int | None = None,
+        question: str | None = None,
+        target: str | None = None,
+    ) -> Example:
+        """Featurize ``text`` (see ``connectors.text.featurize``) into an Example; ValueError on bad input."""
+        features, feature_spans = featurize(text, unit, spans=spans, max_features=max_features)
+        return cls(
+            example_id=example_id,
+            text=text,
+            features=tuple(features),
+            spans=tuple(feature_spans),
+            question=question,
+            target=target,
+        )
+
+    @property
+    def n(self) -> int:
+        """Number of features."""
+        return len(self.features)
+
+
+@functools.lru_cache(maxsize=64)
+def example_renderer(example: Example, strategy: Strategy = "remove", mask_token: str = "[MASK]") -> Renderer:
+    """A (cached) Renderer of ``example``; features without spans are rendered joined by single spaces."""
+    if example.spans is not None:
+        return Renderer(example.text, example.spans, strategy=strategy, mask_token=mask_token)
+    starts = np.cumsum([0, *(len(feature) + 1 for feature in example.features)])[:-1]
+    spans = [(int(start), int(start) + len(feature)) for start, feature in zip(starts, example.features)]
+    return Renderer(" ".join(example.features), spans, strategy=strategy, mask_token=mask_token)
+
+
+@dataclass
+class Score:
+    """The backend's answer for one query row.
+
+    ``value`` is the scalar model output (None when the row failed), ``raw`` the backend's raw
+    output as JSON text, ``error`` a message when the row failed (None when ok).
+    """
+
+    value: float | None
+    raw: str
+    error: str | None = None
+
+
+class Backend(abc.ABC):
+    """A value function: scores masked versions of an example. One instance per actor/replica."""
+
+    name: str
+
+    def identity(self) -> dict:
+        """Backend and model identity for Parquet metadata (JSON-able, no secrets)."""
+        return {"backend": self.name}
+
+    @abc.abstractmethod
+    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+        """Score ``example`` under each row of ``keep``: bool (B, n), True = kept; one Score per row."""
+
+    def close(self) -> None:
+        """Release models, connections and files. The default holds nothing."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _backend_class(name: str) -> type[Backend]:
+    target = BACKENDS[name]
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module_name == err.name or module_name.startswith(err.name + ".")):
+            raise ImportError(f"backend {name!r} is registered as {target!r} but that module is missing") from err
+        extra = BACKEND_EXTRAS.get(name)
+        if extra is None:
+            raise
+        raise ImportError(
+            f"backend {name!r} needs the {extra} extra: pip install 'spex-ray[{extra}]' "
+            f"(missing module {err.name!r})"
+        ) from err
+    return getattr(module, class_name)
+
+
+def _options(cls: type) -> tuple[set[str], set[str], bool]:
+    """(allowed option names, required option names, accepts **kwargs) of ``cls.__init__``."""
+    allowed: set[str] = set()
+    required: set[str] = set()
+    var_keyword = False
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = True
+        elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            allowed.add(param.name)
+            if param.default is inspect.Parameter.empty:
+                required.add(param.name)
+    return allowed, required, var_keyword
+
+
+def build_backend(spec: Mapping[str, Any]) -> Backend:
+    """Build a backend from a config's ``backend`` section: ``{"name": "vader", **options}``.
+
+    Raises ValueError for a missing/unknown name, an unknown or missing option; ImportError naming
+    the extra to install when a backend's optional dependency is missing.
+    """
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"backend spec must be a mapping with a 'name', got {type(spec).__name__}")
+    name = spec.get("name")
+    if name is None:
+        raise ValueError(f"backend spec needs a 'name' (one of {', '.join(sorted(BACKENDS))})")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+    cls = _backend_class(name)
+    options = {key: value for key, value in spec.items() if key != "name"}
+    allowed, required, var_keyword = _options(cls)
+    if not var_keyword:
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(
+                f"backend {name!r} got unknown option {unknown[0]!r}; "
+                f"allowed options: {', '.join(['name', *sorted(allowed)])}"
+            )
+    missing = sorted(required - set(options))
+    if missing:
+        raise ValueError(f"backend {name!r} needs option {missing[0]!r}")
+    return cls(**options)
