@@ -1,0 +1,209 @@
+"""vLLM backend: one engine per backend instance (one Ray actor per replica) scores token-id prompts.
+
+Prompts, value functions and answer generation are those of ``connectors.prompts``, shared with
+the transformers backend; this module only holds the engine calls: one prefill per request with
+``SamplingParams(max_tokens=1, prompt_logprobs=0)`` on a token-id prompt, and greedy generation
+of the answer. Image examples (``image_grid`` set) go to a vision-language model through vLLM's
+multimodal prompt dict, their patches masked by ``connectors.image.PatchMasker``.
+Needs the ``vllm`` extra and a GPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import importlib.metadata
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.base import Example
+from connectors.image import FILLS, PatchMasker, load_image, patch_names
+from connectors.prompts import CONTEXT, LogprobBackend, Request
+
+_INSTALL = "pip install 'spex-ray[vllm]'"
+_CACHED_IMAGES = 4
+
+
+class VLLMBackend(LogprobBackend):
+    """A vLLM engine on a local model directory (``model``; nothing is downloaded).
+
+    Engine options: ``max_model_len``, ``gpu_memory_utilization``, ``max_num_seqs``,
+    ``max_num_batched_tokens``, ``enable_prefix_caching``, ``dtype``, ``tensor_parallel_size``
+    (the pipeline gives the replica's actor that many GPUs), ``seed``; ``engine_options``: any
+    other ``vllm.LLM`` keyword. With ``tensor_parallel_size`` > 1 the engine's workers are
+    processes of this actor (``distributed_executor_backend="mp"``) unless ``engine_options``
+    says otherwise. vLLM skips prefix-cache reads for requests that ask for prompt logprobs,
+    so every scored row pays its whole prefill; the cache serves answer generation.
+    Images: ``image_grid`` = [rows, cols] makes every example an image example (text = image path,
+    features = patches, see ``connectors.image``); ``strategy`` is then a patch fill, "blur" or
+    "grey", and ``template`` holds the model's image placeholder text and ``{question}``.
+    Value-function options: see ``connectors.prompts.LogprobBackend``.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        tokenizer: str | None = None,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        enable_prefix_caching: bool = True,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        engine_options: Mapping[str, Any] | None = None,
+        template: str = CONTEXT,
+        chat_template: bool = False,
+        system: str | None = None,
+        add_bos: bool | None = None,
+        value: str = "answer_logprob",
+        labels: Sequence[Sequence[str] | str] | None = None,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+        target_prefix: str | None = None,
+        strategy: str = "remove",
+        mask_token: str = "[MASK]",
+        image_grid: Sequence[int] | None = None,
+        blur_sigma: float | None = None,
+    ) -> None:
+        try:
+            import transformers
+            import vllm
+        except ImportError as err:
+            raise ImportError(f"the vllm backend needs vLLM: {_INSTALL} ({err})") from err
+        if not Path(model).is_dir():
+            raise ValueError(f"model must be a local model directory, got {model!r}")
+        if (
+            not isinstance(tensor_parallel_size, int)
+            or isinstance(tensor_parallel_size, bool)
+            or tensor_parallel_size < 1
+        ):
+            raise ValueError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}")
+        if image_grid is not None:
+            if isinstance(image_grid, str) or len(image_grid) != 2:
+                raise ValueError(f"image_grid must be [rows, cols], got {image_grid!r}")
+            if strategy not in FILLS:
+                raise ValueError(
+                    f"image examples are masked by a patch fill: strategy must be one of {', '.join(FILLS)}"
+                )
+            patch_names(*image_grid)
+        self.model_path = str(Path(model).resolve())
+        self.image_grid = tuple(int(v) for v in image_grid) if image_grid is not None else None
+        self.blur_sigma = blur_sigma
+        self._setup(
+            transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
+            template=template,
+            chat_template=chat_template,
+            system=system,
+            add_bos=add_bos,
+            value=value,
+            labels=labels,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            target_prefix=target_prefix,
+            strategy=strategy,
+            mask_token=mask_token,
+            context=self.image_grid is None,
+        )
+        self.engine_config = {
+            "model": self.model_path,
+            "tokenizer": str(Path(tokenizer or model).resolve()),
+            "max_model_len": max_model_len,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "enable_prefix_caching": enable_prefix_caching,
+            "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size,
+            "seed": seed,
+        }
+        arguments = {key: value for key, value in self.engine_config.items() if value is not None}
+        if tensor_parallel_size > 1:
+            arguments["distributed_executor_backend"] = "mp"
+        arguments.update(engine_options or {})
+        self.engine_options = dict(engine_options or {})
+        self._vllm = vllm
+        self.llm = vllm.LLM(**arguments)
+        self.max_length = self._engine_max_len(max_model_len)
+        self._score_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        self._maskers: OrderedDict[Example, PatchMasker] = OrderedDict()
+
+    def identity(self) -> dict:
+        config_file = Path(self.model_path) / "config.json"
+        return {
+            "backend": self.name,
+            **self.engine_config,
+            "engine_options": self.engine_options,
+            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
+            "vllm": importlib.metadata.version("vllm"),
+            "image_grid": list(self.image_grid) if self.image_grid is not None else None,
+            "blur_sigma": self.blur_sigma,
+            **self.settings(),
+        }
+
+    def close(self) -> None:
+        self.llm = None
+        self._cache.clear()
+        self._maskers.clear()
+        gc.collect()
+        try:
+            from vllm.distributed import cleanup_dist_env_and_memory
+        except ImportError:
+            return
+        cleanup_dist_env_and_memory()
+
+    def _logprobs(self, requests: Sequence[Request]) -> list[float]:
+        outputs = self.llm.generate([self._prompt_dict(r) for r in requests], self._score_params, use_tqdm=False)
+        values = []
+        for request, output in zip(requests, outputs):
+            ids = output.prompt_token_ids  # image placeholders expanded; the continuation is still last
+            logprobs = output.prompt_logprobs
+            positions = range(len(ids) - request.continuation, len(ids))
+            values.append(float(sum(logprobs[p][ids[p]].logprob for p in positions)))
+        return values
+
+    def _generate(self, ids: np.ndarray, image: np.ndarray | None, max_new_tokens: int) -> list[int]:
+        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
+        (output,) = self.llm.generate([self._prompt_dict(Request(ids, 0, image))], params, use_tqdm=False)
+        return list(output.outputs[0].token_ids)
+
+    def _images(self, example: Example, keep: np.ndarray) -> list[np.ndarray | None]:
+        if self.image_grid is None:
+            return [None] * len(keep)
+        return [self._masker(example).mask(row) for row in keep]
+
+    def _masker(self, example: Example) -> PatchMasker:
+        """The example's PatchMasker (cached): its image read once."""
+        if example not in self._maskers:
+            rows, cols = self.image_grid
+            if example.n != rows * cols:
+                raise ValueError(f"image example has {example.n} features, not rows × cols = {rows * cols}")
+            self._maskers[example] = PatchMasker(
+                load_image(example.text), rows, cols, fill=self.strategy, blur_sigma=self.blur_sigma
+            )
+            if len(self._maskers) > _CACHED_IMAGES:
+                self._maskers.popitem(last=False)
+        self._maskers.move_to_end(example)
+        return self._maskers[example]
+
+    def _engine_max_len(self, configured: int | None) -> int | None:
+        """The engine's context length, as the engine resolved it."""
+        model_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        return getattr(model_config, "max_model_len", configured)
+
+    @staticmethod
+    def _prompt_dict(request: Request) -> dict[str, Any]:
+        prompt: dict[str, Any] = {"prompt_token_ids": request.ids.tolist()}
+        if request.image is not None:
+            from PIL import Image
+
+            prompt["multi_modal_data"] = {"image": Image.fromarray(request.image)}
+        return prompt
