@@ -1,0 +1,16 @@
+"""spex-ray pipelines: the Ray job that plans, scores and reduces explanations at scale.
+
+``run_job(load_config("configs/demo.yaml"))`` runs a job from Python; the ``spex-ray`` command
+(``pipelines.cli``) runs, plans and shows jobs. Ray is used only inside this package.
+"""
+
+from pipelines.config import ConfigError, JobConfig, load_config
+
+__all__ = ["ConfigError", "JobConfig", "load_config", "run_job"]
+
+
+def run_job(config: JobConfig, *, limit: int | None = None):
+    """Run (or resume) a job; see ``pipelines.runner.run_job`` (imported lazily: it needs Ray)."""
+    from pipelines.runner import run_job as _run_job
+
+    return _run_job(config, limit=limit)

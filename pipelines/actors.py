@@ -1,0 +1,222 @@
+"""The Ray side of scoring and decoding: a pool of scorer actors and remote decode tasks.
+
+Each actor owns one backend replica, built inside the actor from the backend spec. A batch is
+``(example_id, start, stop)`` plus a reference to the ``(Example, QueryLayout)`` pair in the
+object store, which the actor fetches once and caches; masks are rebuilt in the actor.
+An actor that dies is restarted by Ray (``max_restarts``); its in-flight batches come back as
+``RayActorError`` and are resubmitted. The driver probes a failed actor with ``info()`` and sends
+it no work until the probe answers; a probe that fails means the actor is gone for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.exceptions import RayActorError
+
+from connectors.base import Example, build_backend
+from pipelines.layout import QueryLayout
+from pipelines.method import MethodSpec
+from pipelines.reduce import decode
+from pipelines.scoring import BatchScorer
+
+logger = logging.getLogger(__name__)
+
+_CACHED_EXAMPLES = 16
+_PLACEMENT_WARNING_S = 60.0
+
+
+class ScorerActor:
+    """One backend replica scoring batches of query ids (wrapped with ``ray.remote`` by the pool)."""
+
+    def __init__(self, backend_spec: dict[str, Any], max_attempts: int) -> None:
+        self._scorer = BatchScorer(build_backend(backend_spec), max_attempts)
+        self._work: OrderedDict[str, tuple[Example, QueryLayout]] = OrderedDict()
+        self._node_id = ray.get_runtime_context().get_node_id()
+
+    def info(self) -> dict[str, Any]:
+        """Where this replica runs and what it is: node id, process id, backend identity."""
+        return {"node_id": self._node_id, "pid": os.getpid(), "backend": self._scorer.backend.identity()}
+
+    def score(self, example_id: str, work: list[ray.ObjectRef], start: int, stop: int) -> tuple[pa.RecordBatch, str]:
+        """Query-log rows of ids ``[start, stop)``; ``work`` is ``[ref to (Example, QueryLayout)]``."""
+        if example_id in self._work:
+            self._work.move_to_end(example_id)
+        else:
+            self._work[example_id] = ray.get(work[0])
+            if len(self._work) > _CACHED_EXAMPLES:
+                self._work.popitem(last=False)
+        example, layout = self._work[example_id]
+        return self._scorer.score(example, layout, start, stop), self._node_id
+
+
+@dataclass
+class Batch:
+    """A contiguous range of query ids of one example; ``failures`` counts actor deaths under it."""
+
+    example_id: str
+    start: int
+    stop: int
+    work: ray.ObjectRef
+    failures: int = 0
+
+
+@dataclass
+class _Member:
+    handle: Any
+    info: dict[str, Any] | None = None
+    in_flight: int = 0
+    probing: bool = False
+    batches: int = 0
+    queries: dict[str, int] = field(default_factory=dict)  # node id -> queries scored
+
+
+@dataclass
+class BatchResult:
+    """A scored batch, or a batch that killed its actor ``max_batch_failures`` times (``rows`` None)."""
+
+    batch: Batch
+    rows: pa.RecordBatch | None
+    error: str | None = None
+
+
+class ScorerPool:
+    """``num_actors`` scorer actors, at most ``per_actor`` batches in flight on each."""
+
+    def __init__(self, backend_spec: dict[str, Any], *, num_actors: int, num_cpus: float, num_gpus: float,
+                 max_restarts: int, max_attempts: int, per_actor: int = 2, max_batch_failures: int = 3) -> None:
+        actor_class = ray.remote(ScorerActor).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, max_task_retries=0
+        )
+        self._members = [_Member(actor_class.remote(backend_spec, max_attempts)) for _ in range(num_actors)]
+        self._resources = (num_cpus, num_gpus)
+        self._per_actor = per_actor
+        self._max_batch_failures = max_batch_failures
+        self._pending: dict[ray.ObjectRef, tuple[int, Batch | None]] = {}
+        self.retry: list[Batch] = []
+
+    def start(self) -> list[dict[str, Any]]:
+        """Wait until every actor has built its backend; returns their ``info()``.
+
+        Raises RuntimeError with the actor's error when a backend cannot be built.
+        """
+        refs = [member.handle.info.remote() for member in self._members]
+        while True:
+            _, waiting = ray.wait(refs, num_returns=len(refs), timeout=_PLACEMENT_WARNING_S)
+            if not waiting:
+                break
+            logger.warning(
+                "%d of %d scorer actors are still starting: waiting for resources (each needs %s CPU, "
+                "%s GPU; the cluster has %s) or building their backend",
+                len(waiting), len(refs), self._resources[0], self._resources[1],
+                {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+            )
+        try:
+            infos = ray.get(refs)
+        except ray.exceptions.RayError as err:
+            raise RuntimeError(f"scorer actors failed to start: {_cause(err)}") from None
+        for member, info in zip(self._members, infos):
+            member.info = info
+        return infos
+
+    def has_capacity(self) -> bool:
+        return any(self._ready(member) for member in self._members)
+
+    def submit(self, batch: Batch) -> None:
+        """Send ``batch`` to the least busy healthy actor (call only when ``has_capacity()``)."""
+        ready = [i for i, member in enumerate(self._members) if self._ready(member)]
+        index = min(ready, key=lambda i: self._members[i].in_flight)
+        member = self._members[index]
+        ref = member.handle.score.remote(batch.example_id, [batch.work], batch.start, batch.stop)
+        member.in_flight += 1
+        self._pending[ref] = (index, batch)
+
+    def refs(self) -> list[ray.ObjectRef]:
+        return list(self._pending)
+
+    def owns(self, ref: ray.ObjectRef) -> bool:
+        return ref in self._pending
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def collect(self, ref: ray.ObjectRef) -> BatchResult | None:
+        """Handle a finished ref: a scored batch, or None (a probe, or a batch queued in ``retry``)."""
+        index, batch = self._pending.pop(ref)
+        member = self._members[index]
+        if batch is None:
+            self._probed(member, ref)
+            return None
+        member.in_flight -= 1
+        try:
+            rows, node_id = ray.get(ref)
+        except RayActorError as err:
+            batch.failures += 1
+            if not member.probing and member.handle is not None:
+                member.probing = True
+                self._pending[member.handle.info.remote()] = (index, None)
+            if batch.failures >= self._max_batch_failures:
+                message = f"scorer actor died {batch.failures} times on this batch: {_cause(err)}"
+                return BatchResult(batch, None, message)
+            self.retry.append(batch)
+            return None
+        member.batches += 1
+        member.queries[node_id] = member.queries.get(node_id, 0) + rows.num_rows
+        return BatchResult(batch, rows)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per actor: node id and pid (latest seen), batches and queries scored per node."""
+        return [
+            {
+                "actor": i,
+                "node_id": (m.info or {}).get("node_id"),
+                "pid": (m.info or {}).get("pid"),
+                "alive": m.handle is not None,
+                "batches": m.batches,
+                "queries_by_node": dict(m.queries),
+            }
+            for i, m in enumerate(self._members)
+        ]
+
+    def shutdown(self) -> None:
+        for member in self._members:
+            if member.handle is not None:
+                ray.kill(member.handle, no_restart=True)
+                member.handle = None
+        self._pending.clear()
+
+    def _ready(self, member: _Member) -> bool:
+        return member.handle is not None and not member.probing and member.in_flight < self._per_actor
+
+    def _probed(self, member: _Member, ref: ray.ObjectRef) -> None:
+        member.probing = False
+        try:
+            member.info = ray.get(ref)
+        except RayActorError:
+            member.handle = None
+            if all(m.handle is None for m in self._members):
+                raise RuntimeError("every scorer actor died and none could be restarted") from None
+
+
+def submit_decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
+                  num_cpus: float) -> ray.ObjectRef:
+    """Run ``pipelines.reduce.decode`` as a Ray task; the ref resolves to the explanation rows."""
+    return _decode_task.options(num_cpus=num_cpus).remote(example, spec, layout, values)
+
+
+@ray.remote(max_retries=2)
+def _decode_task(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
+    return decode(example, spec, layout, values)
+
+
+def _cause(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__

@@ -1,0 +1,123 @@
+"""Dry run: what a job would query, without querying anything.
+
+Counts examples, features per example, queries per example and in total (design, held-out,
+full/empty). A backend class may add its own estimate (prompt tokens, dollars, seconds) with a
+classmethod ``estimate(examples, num_queries, **options) -> dict``: ``examples`` the plannable
+Examples, ``num_queries`` their query counts (same order), ``options`` the config's backend
+options. Without one, the time is estimated from the latencies in the output folder's query log
+(a previous or partial run of the same job), when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.base import Example
+from pipelines.backends import backend_class
+from pipelines.config import JobConfig
+from pipelines.inputs import BadInput, load_examples
+from pipelines.method import MethodSpec
+from pipelines.parts import QUERY_LOG_DIR, read_parts
+from spex_ray.schema import QUERY_LOG_SCHEMA
+
+_SHOWN_ERRORS = 5
+
+
+@dataclass
+class JobPlan:
+    """The numbers of a dry run."""
+
+    examples: int = 0
+    features: list[int] = field(default_factory=list)
+    design_queries: list[int] = field(default_factory=list)
+    holdout: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    estimate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_queries(self) -> int:
+        return sum(self.design_queries) + (self.holdout + 2) * len(self.design_queries)
+
+
+def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
+    """Featurize and plan every example (at most ``limit``); nothing is sent to the backend."""
+    spec = MethodSpec.from_config(config)
+    plan = JobPlan(holdout=config.holdout)
+    plannable: list[Example] = []
+    for item in load_examples(config, limit):
+        plan.examples += 1
+        if isinstance(item, BadInput):
+            plan.errors.append((item.example_id, item.error))
+            continue
+        try:
+            queries = spec.plan(item.n).num_queries
+        except ValueError as err:
+            plan.errors.append((item.example_id, f"cannot plan {config.method}: {err}"))
+            continue
+        plannable.append(item)
+        plan.features.append(item.n)
+        plan.design_queries.append(queries)
+    plan.estimate = _estimate(config, plannable, [q + config.holdout + 2 for q in plan.design_queries])
+    return plan
+
+
+def _estimate(config: JobConfig, examples: list[Example], num_queries: list[int]) -> dict[str, Any]:
+    options = {key: value for key, value in config.backend.items() if key != "name"}
+    hook = getattr(backend_class(config.backend["name"]), "estimate", None)
+    if hook is not None:
+        return dict(hook(examples, num_queries, **options))
+    latency = read_parts(Path(config.output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["latency_ms"]).column("latency_ms")
+    measured = latency.drop_null().to_numpy()
+    if measured.size == 0:
+        return {}
+    per_query = float(np.mean(measured)) / 1e3
+    return {
+        "seconds": per_query * sum(num_queries) / config.ray.num_actors,
+        "basis": f"{measured.size} logged queries in {config.output}, {per_query * 1e3:.2f} ms each, "
+        f"{config.ray.num_actors} actors",
+    }
+
+
+def describe(config: JobConfig, plan: JobPlan) -> str:
+    """The plan as text for a terminal."""
+    sizing = f"budget={config.budget}" if config.budget is not None else f"b={config.b}, t={config.t}"
+    lines = [
+        f"input: {config.input.path} ({config.input.format})",
+        f"examples: {plan.examples} ({len(plan.features)} plannable, {len(plan.errors)} with errors)",
+        f"method: {config.method} ({sizing}); indices: {', '.join(config.indices)} up to order {config.max_order}",
+        f"backend: {config.backend['name']}; {config.ray.num_actors} actors",
+    ]
+    if plan.features:
+        lines.append(f"features per example ({config.featurizer.unit}): {_spread(plan.features)}")
+        lines.append(f"design queries per example: {_spread(plan.design_queries)}")
+        lines.append(f"held-out queries per example: {plan.holdout} (+2: all kept, all masked)")
+        held_out = (plan.holdout + 2) * len(plan.design_queries)
+        lines.append(f"total queries: {plan.total_queries:,} (design {sum(plan.design_queries):,}, "
+                     f"held-out and full/empty {held_out:,})")
+    for example_id, error in plan.errors[:_SHOWN_ERRORS]:
+        lines.append(f"error: {example_id}: {error}")
+    if len(plan.errors) > _SHOWN_ERRORS:
+        lines.append(f"... and {len(plan.errors) - _SHOWN_ERRORS} more errors")
+    if not plan.estimate:
+        lines.append("estimate: none (the backend gives no estimate and no earlier run has logged latencies)")
+    for key, value in plan.estimate.items():
+        lines.append(f"estimate: {key}: {_format(key, value)}")
+    return "\n".join(lines)
+
+
+def _spread(values: list[int]) -> str:
+    return f"min {min(values):,} / median {float(np.median(values)):,.0f} / max {max(values):,}"
+
+
+def _format(key: str, value: Any) -> str:
+    if key == "seconds" and isinstance(value, (int, float)):
+        return f"{value:,.0f} s ({value / 3600:.2f} h)"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

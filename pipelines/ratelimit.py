@@ -1,0 +1,101 @@
+"""One rate limit and one dollar cap for the whole job: a Ray actor holding a ``RateLimiter``.
+
+Every scorer actor's backend gets a ``SharedLimiter`` (picklable: it holds the actor handle) with
+the interface of ``connectors.ratelimit.RateLimiter``, so all replicas draw on one RPM/TPM budget
+and one ``max_cost_usd``. Only relative durations cross process boundaries: the actor books send
+slots on its own clock and answers "wait this many seconds", so nodes need no common clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+
+from connectors.ratelimit import CostCapReached, RateLimiter
+
+LIMITER_OPTION = "limiter"
+
+
+class _LimiterActor:
+    """The job-wide ``RateLimiter`` (wrapped with ``ray.remote`` by ``start_shared_limiter``)."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, max_cost_usd: float | None) -> None:
+        self._limiter = RateLimiter(rpm, tpm, max_cost_usd=max_cost_usd)
+
+    def reserve(self, tokens: int, requests: int) -> float | None:
+        return self._limiter.reserve(tokens, requests)
+
+    def pause(self, seconds: float) -> None:
+        self._limiter.pause(seconds)
+
+    def observe(self, headers: dict[str, str]) -> None:
+        self._limiter.observe(headers)
+
+    def spend(self, usd: float) -> None:
+        self._limiter.spend(usd)
+
+    def stats(self) -> dict[str, Any]:
+        return self._limiter.stats()
+
+
+class SharedLimiter:
+    """Client of the job-wide limiter actor, with ``RateLimiter``'s interface.
+
+    ``acquire`` asks the actor for a slot (one round trip) and sleeps locally; ``pause``,
+    ``observe`` and ``spend`` are fire-and-forget (Ray keeps their order per caller).
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def acquire(self, tokens: int, requests: int = 1) -> float:
+        delay = await self.handle.reserve.remote(tokens, requests)
+        if delay is None:
+            raise CostCapReached("the job's max_cost_usd is spent")
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return delay
+
+    def pause(self, seconds: float) -> None:
+        self.handle.pause.remote(seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        self.handle.observe.remote(dict(headers))
+
+    def spend(self, usd: float) -> None:
+        self.handle.spend.remote(usd)
+
+    def stats(self) -> dict[str, Any]:
+        """The actor's counters: requests, tokens, waited_s, pauses, spent_usd, cost_cap_reached, rpm, tpm."""
+        return ray.get(self.handle.stats.remote())
+
+    def shutdown(self) -> None:
+        ray.kill(self.handle)
+
+
+def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
+                         max_cost_usd: float | None = None) -> SharedLimiter:
+    """Start the limiter actor (no CPU reserved, restarted if its process dies) and return its client."""
+    actor = ray.remote(_LimiterActor).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+    return SharedLimiter(actor.remote(rpm, tpm, max_cost_usd))
+
+
+def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> tuple[dict[str, Any], SharedLimiter | None]:
+    """For a backend class that takes a ``limiter`` option and has ``rpm``/``tpm``/``max_cost_usd``
+    options: start the job-wide limiter from the spec's values (the class's defaults when absent)
+    and return ``(spec with limiter=client, client)``; other backends get ``(spec, None)``."""
+    parameters = inspect.signature(backend_cls.__init__).parameters
+    if LIMITER_OPTION not in parameters or LIMITER_OPTION in spec:
+        return dict(spec), None
+    limits = {}
+    for name in ("rpm", "tpm", "max_cost_usd"):
+        if name not in parameters:
+            return dict(spec), None
+        default = parameters[name].default
+        limits[name] = spec.get(name, None if default is inspect.Parameter.empty else default)
+    limiter = start_shared_limiter(**limits)
+    return {**spec, LIMITER_OPTION: limiter}, limiter

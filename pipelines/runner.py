@@ -1,0 +1,411 @@
+"""Run a job: plan -> score -> reduce, streaming, resumable.
+
+Examples are read and planned a few at a time; their missing query ids go to the scorer pool as
+``(example_id, start, stop)`` batches; scored rows are appended to the query log; an example whose
+values are all in is decoded by a Ray task while scoring goes on; explanation rows are written
+as Parquet parts. A re-run of the same job reads the explanations (finished examples are
+skipped) and the query log (logged queries are never sent again).
+
+Output folder::
+
+    job.json          the result-relevant config and its hash (a changed config is refused)
+    querylog/         part-*.parquet, QUERY_LOG_SCHEMA
+    explanations/     part-*.parquet, EXPLANATION_SCHEMA, config/versions/backend in metadata
+    summary.json      the last run's summary, with the scorer actors' nodes
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from tqdm import tqdm
+
+from connectors.base import Example
+from pipelines.actors import Batch, ScorerPool, submit_decode
+from pipelines.backends import backend_class, backend_options
+from pipelines.config import JobConfig, changed_keys
+from pipelines.inputs import BadInput, count_records, load_examples
+from pipelines.layout import QueryLayout
+from pipelines.metadata import file_metadata, library_versions
+from pipelines.method import MethodSpec
+from pipelines.parts import EXPLANATIONS_DIR, QUERY_LOG_DIR, TEMP_PREFIX, PartWriter, group_by_example, read_parts
+from pipelines.ratelimit import attach_shared_limiter
+from pipelines.reduce import error_rows, failed_queries_message, rows_to_batch
+from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK
+
+logger = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+_EXPLANATION_FLUSH_ROWS = 2000
+_QUERY_LOG_FLUSH_ROWS = 100_000
+_WAIT_SECONDS = 0.5
+
+
+class JobMismatchError(ValueError):
+    """The output folder holds results of a config that would give different results."""
+
+
+@dataclass
+class JobSummary:
+    """What a run did. Example counts cover the whole output folder (earlier runs included);
+    ``nodes`` maps node id -> queries scored there; ``limiter`` holds the job-wide rate limiter's
+    counters (requests, tokens, spent_usd, ...) for backends that use one."""
+
+    output: str
+    examples_ok: int = 0
+    examples_error: int = 0
+    examples_skipped: int = 0
+    queries_sent: int = 0
+    queries_reused: int = 0
+    seconds: float = 0.0
+    mean_faithfulness_r2: float | None = None
+    scorers: list[dict[str, Any]] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)
+    limiter: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        r2 = "n/a" if self.mean_faithfulness_r2 is None else f"{self.mean_faithfulness_r2:.3f}"
+        return (
+            f"examples: {self.examples_ok} ok, {self.examples_error} error "
+            f"({self.examples_skipped} already done); queries: {self.queries_sent} sent, "
+            f"{self.queries_reused} reused from the query log; time: {self.seconds:.1f} s; "
+            f"mean faithfulness R^2: {r2}; output: {self.output}"
+        )
+
+
+@dataclass
+class _Active:
+    """An example being scored: its values so far (NaN = missing) and its failed query ids."""
+
+    example: Example
+    layout: QueryLayout
+    work: ray.ObjectRef
+    values: np.ndarray
+    done: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int:
+        return int(self.done.size - np.count_nonzero(self.done))
+
+
+def run_job(config: JobConfig, *, limit: int | None = None) -> JobSummary:
+    """Run (or resume) ``config`` into ``config.output``; connects to or starts Ray as needed."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another spex-ray run is writing to {output}") from None
+        for stale in output.glob(TEMP_PREFIX + "*"):
+            stale.unlink(missing_ok=True)  # left by a killed run
+        _check_job_file(config, output)
+        started_ray = _init_ray(config.ray.address)
+        try:
+            return _Job(config, output, limit).run()
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to ``address`` (or start a local cluster) unless Ray is up; True if we started it."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def _check_job_file(config: JobConfig, output: Path) -> None:
+    """Refuse to run when ``job.json`` records a config that would give different results."""
+    job_file = output / JOB_FILE
+    if not job_file.exists():
+        return
+    stored = json.loads(job_file.read_text())
+    if stored.get("config_hash") != config.result_hash():
+        changed = changed_keys(stored.get("config", {}), config.result_config()) or ["(unknown)"]
+        raise JobMismatchError(
+            f"{output} holds results of a different config (changed: {', '.join(changed)}); "
+            "results would be mixed. Use another --output, or delete the folder to start over."
+        )
+
+
+def _record_job_file(config: JobConfig, output: Path) -> None:
+    """Write ``job.json`` (the result-relevant config and its hash) unless it is there."""
+    job_file = output / JOB_FILE
+    if job_file.exists():
+        return
+    record = {"config_hash": config.result_hash(), "config": config.result_config(), "versions": library_versions()}
+    temporary = output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
+    temporary.replace(job_file)
+
+
+class _Job:
+    def __init__(self, config: JobConfig, output: Path, limit: int | None) -> None:
+        self.config = config
+        self.output = output
+        self.limit = limit
+        self.spec = MethodSpec.from_config(config)
+        self.summary = JobSummary(output=str(output))
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.r2_values: list[float] = []
+        self.active: dict[str, _Active] = {}
+        self.queue: deque[Batch] = deque()
+        self.decoding: dict[ray.ObjectRef, _Active] = {}
+        self.decode_backlog: deque[_Active] = deque()
+        self.max_decodes = max(1, config.ray.num_actors)
+        self.active_limit = 2 * config.ray.num_actors + 2
+        self.querylog: PartWriter | None = None
+        self.explanations: PartWriter | None = None
+
+    def run(self) -> JobSummary:
+        begin = time.monotonic()
+        finished = self._read_finished()
+        logged = group_by_example(
+            read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["example_id", "query_id", "value", "error"],
+                       exclude_examples=finished)
+        )
+        name = self.config.backend["name"]
+        spec, limiter = attach_shared_limiter(backend_class(name), self.config.backend_spec(backend_options(name)))
+        pool = ScorerPool(
+            spec,
+            num_actors=self.config.ray.num_actors,
+            num_cpus=self.config.ray.num_cpus_per_actor,
+            num_gpus=self.config.ray.num_gpus_per_actor,
+            max_restarts=self.config.ray.max_restarts,
+            max_attempts=self.config.ray.max_attempts,
+        )
+        try:
+            infos = pool.start()
+            _record_job_file(self.config, self.output)
+            self.querylog = PartWriter(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id,
+                                       {"spex_ray.config_hash": self.config.result_hash()})
+            self.explanations = PartWriter(self.output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA, self.run_id,
+                                           file_metadata(self.config, infos[0]["backend"]))
+            total = count_records(self.config.input)
+            total = total if self.limit is None else min(total, self.limit)
+            with tqdm(total=total, unit="ex", desc="spex-ray", file=sys.stderr,
+                      disable=not self.config.progress, dynamic_ncols=True) as progress:
+                self._loop(pool, load_examples(self.config, self.limit), finished, logged, progress, begin)
+        finally:
+            self._flush()
+            self.summary.scorers = pool.stats()
+            pool.shutdown()
+            if limiter is not None:
+                self.summary.limiter = limiter.stats()
+                limiter.shutdown()
+        self.summary.seconds = time.monotonic() - begin
+        self._finish_summary()
+        logger.info("spex-ray: %s", self.summary.describe())
+        return self.summary
+
+    def _loop(self, pool: ScorerPool, examples: Iterator[Example | BadInput], finished: set[str],
+              logged: dict[str, pa.Table], progress: tqdm, begin: float) -> None:
+        exhausted = False
+        last_flush = time.monotonic()
+        while True:
+            while (not exhausted and len(self.active) < self.active_limit
+                   and len(self.decode_backlog) < self.max_decodes):
+                item = next(examples, None)
+                if item is None:
+                    exhausted = True
+                elif item.example_id in finished:
+                    self.summary.examples_skipped += 1
+                    progress.update(1)
+                else:
+                    self._start(item, logged.pop(item.example_id, None), progress)
+            while pool.retry:
+                self.queue.appendleft(pool.retry.pop())
+            while self.queue and pool.has_capacity():
+                pool.submit(self.queue.popleft())
+            while self.decode_backlog and len(self.decoding) < self.max_decodes:
+                state = self.decode_backlog.popleft()
+                ref = submit_decode(state.example, self.spec, state.layout, state.values,
+                                   num_cpus=self.config.ray.num_cpus_per_decode)
+                self.decoding[ref] = state
+            refs = pool.refs() + list(self.decoding)
+            if not refs:
+                if exhausted and not self.active and not self.decode_backlog:
+                    return
+                continue
+            ready, rest = ray.wait(refs, num_returns=1, timeout=_WAIT_SECONDS)
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                if pool.owns(ref):
+                    self._scored(pool, ref, progress)
+                else:
+                    self._decoded(ref, progress)
+            now = time.monotonic()
+            if (now - last_flush >= self.config.ray.flush_seconds
+                    or self.querylog.buffered_rows >= _QUERY_LOG_FLUSH_ROWS
+                    or self.explanations.buffered_rows >= _EXPLANATION_FLUSH_ROWS):
+                self._flush()
+                last_flush = now
+            rate = self.summary.queries_sent / max(now - begin, 1e-9)
+            progress.set_postfix_str(f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s", refresh=False)
+
+    def _start(self, item: Example | BadInput, logged: pa.Table | None, progress: tqdm) -> None:
+        """Plan an example and queue its missing queries (or record why it cannot run)."""
+        if isinstance(item, BadInput):
+            self._write(error_rows(item, self.spec, item.error), progress)
+            return
+        try:
+            layout = self.spec.layout(item.n)
+        except ValueError as err:
+            self._write(error_rows(item, self.spec, f"cannot plan {self.spec.method}: {err}"), progress)
+            return
+        state = _Active(
+            example=item,
+            layout=layout,
+            work=ray.put((item, layout)),
+            values=np.full(layout.num_queries, np.nan),
+            done=np.zeros(layout.num_queries, dtype=bool),
+        )
+        if logged is not None:
+            self.summary.queries_reused += self._record(state, logged)
+        self.active[item.example_id] = state
+        missing = np.flatnonzero(~state.done)
+        if missing.size == 0:
+            self._complete(state, progress)
+            return
+        runs = np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1)
+        for run in runs:
+            for start in range(int(run[0]), int(run[-1]) + 1, self.config.ray.batch_size):
+                stop = min(start + self.config.ray.batch_size, int(run[-1]) + 1)
+                self.queue.append(Batch(item.example_id, start, stop, state.work))
+
+    def _record(self, state: _Active, rows: pa.Table | pa.RecordBatch) -> int:
+        """Put query-log rows into ``state``; returns how many were new."""
+        ids = rows.column("query_id").to_numpy()
+        values = rows.column("value").to_numpy(zero_copy_only=False)
+        errors = rows.column("error").to_pylist()
+        new = 0
+        for query_id, value, error in zip(ids, values, errors):
+            if query_id >= state.done.size or state.done[query_id]:
+                continue
+            state.done[query_id] = True
+            new += 1
+            if error is None:
+                state.values[query_id] = value
+            else:
+                state.errors[int(query_id)] = error
+        return new
+
+    def _scored(self, pool: ScorerPool, ref: ray.ObjectRef, progress: tqdm) -> None:
+        result = pool.collect(ref)
+        if result is None:
+            return
+        batch = result.batch
+        rows = result.rows
+        if rows is None:
+            rows = _failed_rows(batch, result.error)
+        else:
+            self.summary.queries_sent += rows.num_rows
+        self.querylog.append(rows)
+        state = self.active[batch.example_id]
+        self._record(state, rows)
+        if state.remaining == 0:
+            self._complete(state, progress)
+
+    def _complete(self, state: _Active, progress: tqdm) -> None:
+        """All queries of ``state`` are in: decode it, or write why it cannot be."""
+        del self.active[state.example.example_id]
+        if state.errors:
+            failed = sorted(state.errors)
+            message = failed_queries_message(failed, [state.errors[i] for i in failed], state.done.size,
+                                             self.config.ray.max_attempts)
+            self._write(error_rows(state.example, self.spec, message, num_queries=state.done.size), progress)
+            return
+        self.decode_backlog.append(state)
+
+    def _decoded(self, ref: ray.ObjectRef, progress: tqdm) -> None:
+        state = self.decoding.pop(ref)
+        try:
+            rows = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            rows = error_rows(state.example, self.spec, f"decoding task failed: {err}")
+        self._write(rows, progress)
+
+    def _write(self, rows: list[dict], progress: tqdm) -> None:
+        """Buffer one example's explanation rows and count it."""
+        self.explanations.append(rows_to_batch(rows))
+        if rows[0]["status"] == STATUS_OK:
+            self.summary.examples_ok += 1
+            if rows[0]["faithfulness_r2"] is not None:
+                self.r2_values.append(rows[0]["faithfulness_r2"])
+        else:
+            self.summary.examples_error += 1
+        progress.update(1)
+
+    def _flush(self) -> None:
+        """Query log first, then explanations; each a new atomic part."""
+        if self.querylog is not None:
+            self.querylog.flush()
+        if self.explanations is not None:
+            self.explanations.flush()
+
+    def _read_finished(self) -> set[str]:
+        """Ids of examples with explanation rows; counts them into the summary."""
+        table = read_parts(self.output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA,
+                           ["example_id", "status", "faithfulness_r2"])
+        seen: set[str] = set()
+        for example_id, status, r2 in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+            if example_id in seen:
+                continue
+            seen.add(example_id)
+            if status == STATUS_OK:
+                self.summary.examples_ok += 1
+                if r2 is not None:
+                    self.r2_values.append(r2)
+            else:
+                self.summary.examples_error += 1
+        return seen
+
+    def _finish_summary(self) -> None:
+        finite = [r2 for r2 in self.r2_values if math.isfinite(r2)]
+        self.summary.mean_faithfulness_r2 = float(np.mean(finite)) if finite else None
+        nodes: dict[str, int] = {}
+        for scorer in self.summary.scorers:
+            for node_id, queries in scorer["queries_by_node"].items():
+                nodes[node_id] = nodes.get(node_id, 0) + queries
+        self.summary.nodes = nodes
+        temporary = self.output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
+        temporary.write_text(json.dumps(asdict(self.summary), indent=2))
+        temporary.replace(self.output / SUMMARY_FILE)
+
+
+def _failed_rows(batch: Batch, error: str | None) -> pa.RecordBatch:
+    """Query-log rows recording that a batch could not be scored."""
+    rows = batch.stop - batch.start
+    return pa.RecordBatch.from_pydict(
+        {
+            "example_id": [batch.example_id] * rows,
+            "query_id": np.arange(batch.start, batch.stop, dtype=np.int64),
+            "value": [None] * rows,
+            "raw": [None] * rows,
+            "error": [error] * rows,
+            "attempts": np.full(rows, batch.failures, dtype=np.int32),
+            "latency_ms": [None] * rows,
+        },
+        schema=QUERY_LOG_SCHEMA,
+    )
