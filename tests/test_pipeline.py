@@ -108,7 +108,7 @@ def test_demo_config_writes_schema_conformant_explanations_with_high_faithfulnes
     fbii = [row for row in rows if row["index"] == "fbii"]
     r2 = np.array([row["faithfulness_r2"] for row in fbii])
     assert np.isfinite(r2).all()
-    assert np.median(r2) > 0.7 and summary.mean_faithfulness_r2 == pytest.approx(r2.mean())
+    assert r2.min() > 0.6 and r2.mean() > 0.9 and summary.mean_faithfulness_r2 == pytest.approx(r2.mean())
     for row in fbii:
         assert row["n_features"] == len(row["features"]) == len(row["spans"])
         assert row["full_value"] is not None and row["empty_value"] == 0.0  # VADER of an empty text
