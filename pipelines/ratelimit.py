@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
@@ -23,8 +24,9 @@ LIMITER_OPTION = "limiter"
 class _LimiterActor:
     """The job-wide ``RateLimiter`` (wrapped with ``ray.remote`` by ``start_shared_limiter``)."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, max_cost_usd: float | None) -> None:
+    def __init__(self, rpm: float | None, tpm: float | None, max_cost_usd: float | None, spent_usd: float) -> None:
         self._limiter = RateLimiter(rpm, tpm, max_cost_usd=max_cost_usd)
+        self._limiter.spend(spent_usd)
 
     def reserve(self, tokens: int, requests: int) -> float | None:
         return self._limiter.reserve(tokens, requests)
@@ -78,16 +80,36 @@ class SharedLimiter:
 
 
 def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
-                         max_cost_usd: float | None = None) -> SharedLimiter:
-    """Start the limiter actor (no CPU reserved, restarted if its process dies) and return its client."""
+                         max_cost_usd: float | None = None, spent_usd: float = 0.0) -> SharedLimiter:
+    """Start the limiter actor (no CPU reserved, restarted if its process dies) and return its client.
+
+    ``spent_usd``: dollars already spent by earlier runs of the job (``logged_cost_usd``), so that
+    ``max_cost_usd`` caps the whole job, not each run. A restarted actor starts again from it.
+    """
     actor = ray.remote(_LimiterActor).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-    return SharedLimiter(actor.remote(rpm, tpm, max_cost_usd))
+    return SharedLimiter(actor.remote(rpm, tpm, max_cost_usd, spent_usd))
 
 
-def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> tuple[dict[str, Any], SharedLimiter | None]:
+def logged_cost_usd(raws: Iterable[str | None]) -> float:
+    """Dollars recorded in query-log ``raw`` JSON texts (their ``cost_usd``; rows without one count 0)."""
+    total = 0.0
+    for raw in raws:
+        if raw:
+            try:
+                cost = json.loads(raw).get("cost_usd")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(cost, (int, float)):
+                total += cost
+    return total
+
+
+def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any],
+                          spent_usd: float = 0.0) -> tuple[dict[str, Any], SharedLimiter | None]:
     """For a backend class that takes a ``limiter`` option and has ``rpm``/``tpm``/``max_cost_usd``
-    options: start the job-wide limiter from the spec's values (the class's defaults when absent)
-    and return ``(spec with limiter=client, client)``; other backends get ``(spec, None)``."""
+    options: start the job-wide limiter from the spec's values (the class's defaults when absent),
+    already charged ``spent_usd``, and return ``(spec with limiter=client, client)``; other
+    backends get ``(spec, None)``."""
     parameters = inspect.signature(backend_cls.__init__).parameters
     if LIMITER_OPTION not in parameters or LIMITER_OPTION in spec:
         return dict(spec), None
@@ -97,5 +119,5 @@ def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> tuple[d
             return dict(spec), None
         default = parameters[name].default
         limits[name] = spec.get(name, None if default is inspect.Parameter.empty else default)
-    limiter = start_shared_limiter(**limits)
+    limiter = start_shared_limiter(**limits, spent_usd=spent_usd)
     return {**spec, LIMITER_OPTION: limiter}, limiter
