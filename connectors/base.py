@@ -12,7 +12,7 @@ import importlib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -109,9 +109,14 @@ class Score:
 
 
 class Backend(abc.ABC):
-    """A value function: scores masked versions of an example. One instance per actor/replica."""
+    """A value function: scores masked versions of an example. One instance per actor/replica.
+
+    ``execution_options``: the constructor options that change how queries are sent (rate limits,
+    cost caps, timeouts, retries), never their values; a job may change them on a resume.
+    """
 
     name: str
+    execution_options: ClassVar[frozenset[str]] = frozenset()
 
     def identity(self) -> dict:
         """Backend and model identity for Parquet metadata (JSON-able, no secrets)."""
@@ -131,7 +136,9 @@ class Backend(abc.ABC):
         self.close()
 
 
-def _backend_class(name: str) -> type[Backend]:
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name`` in BACKENDS, without building a backend; ImportError naming
+    the extra to install when its optional dependency is missing."""
     target = BACKENDS[name]
     module_name, _, class_name = target.partition(":")
     try:
@@ -177,7 +184,7 @@ def build_backend(spec: Mapping[str, Any]) -> Backend:
         raise ValueError(f"backend spec needs a 'name' (one of {', '.join(sorted(BACKENDS))})")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
-    cls = _backend_class(name)
+    cls = backend_class(name)
     options = {key: value for key, value in spec.items() if key != "name"}
     allowed, required, var_keyword = _options(cls)
     if not var_keyword:

@@ -1,17 +1,11 @@
-"""Backend classes by name, without building a backend (used for masking options and plan estimates)."""
+"""What a job needs to know of a backend class without building one: its options and the options
+that leave results unchanged."""
 
 from __future__ import annotations
 
 import inspect
 
-from connectors.base import Backend
-from connectors.base import _backend_class as _load_backend_class
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name`` (a validated config's ``backend.name``); ImportError naming
-    the extra to install when its optional dependency is missing."""
-    return _load_backend_class(name)
+from connectors.base import backend_class
 
 
 def backend_options(name: str) -> set[str]:
@@ -19,3 +13,8 @@ def backend_options(name: str) -> set[str]:
     parameters = list(inspect.signature(backend_class(name).__init__).parameters.values())[1:]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {parameter.name for parameter in parameters if parameter.kind in kinds}
+
+
+def execution_options(name: str) -> frozenset[str]:
+    """The backend's ``execution_options``: how queries are sent, never what they return."""
+    return frozenset(getattr(backend_class(name), "execution_options", frozenset()))

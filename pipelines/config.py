@@ -22,17 +22,20 @@ from connectors.base import BACKENDS
 from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
 from spex_ray.interactions import INDICES
+from pipelines.backends import execution_options
 from spex_ray.methods import METHODS
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
 PACKAGE_SCHEME = "package://"
-# Sections that change how a job runs, never what it computes: left out of the result hash.
+# Sections that change how a job runs, never what it computes: left out of the result hash (so are
+# the backend class's ``execution_options``).
 EXECUTION_KEYS: tuple[str, ...] = ("ray", "output", "progress")
 SECRET_WORDS: tuple[str, ...] = ("key", "token", "secret", "password")
 # Keys that contain a secret word but name no secret.
 NOT_SECRETS: frozenset[str] = frozenset(
-    {"mask_token", "max_tokens", "max_new_tokens", "max_completion_tokens", "tokenizer", "top_logprobs"}
+    {"mask_token", "max_tokens", "max_new_tokens", "max_completion_tokens", "tokenizer", "top_logprobs",
+     "max_num_batched_tokens", "max_batch_tokens"}
 )
 REDACTED = "<redacted>"
 
@@ -125,8 +128,12 @@ class JobConfig:
         return dataclasses.asdict(self)
 
     def result_config(self) -> dict[str, Any]:
-        """The part of the config that can change results: all but ray/output/progress, secrets redacted."""
-        return {key: value for key, value in redact(self.to_dict()).items() if key not in EXECUTION_KEYS}
+        """The part of the config that can change results, secrets redacted: all but ray/output/progress
+        and the backend's ``execution_options`` (e.g. rate limits and cost caps)."""
+        data = {key: value for key, value in redact(self.to_dict()).items() if key not in EXECUTION_KEYS}
+        excluded = execution_options(self.backend["name"])
+        data["backend"] = {key: value for key, value in data["backend"].items() if key not in excluded}
+        return data
 
     def result_hash(self) -> str:
         """sha256 of ``result_config()``: equal hashes => the same results."""

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from connectors.base import Example
-from pipelines.backends import backend_class
+from connectors.base import Example, backend_class
 from pipelines.config import JobConfig
 from pipelines.inputs import BadInput, load_examples
 from pipelines.method import MethodSpec

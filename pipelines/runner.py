@@ -34,9 +34,9 @@ import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from connectors.base import Example
+from connectors.base import Example, backend_class
 from pipelines.actors import Batch, ScorerPool, submit_decode
-from pipelines.backends import backend_class, backend_options
+from pipelines.backends import backend_options
 from pipelines.config import JobConfig, changed_keys
 from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.layout import QueryLayout
