@@ -19,14 +19,16 @@ from typing import Any
 import yaml
 
 from connectors.base import BACKENDS
+from connectors.documents import DOCUMENT_UNITS
 from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
-from spex_ray.interactions import INDICES
 from pipelines.backends import execution_options
+from spex_ray.interactions import INDICES
 from spex_ray.methods import METHODS
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
+DOCUMENTS = "documents"
 PACKAGE_SCHEME = "package://"
 # Sections that change how a job runs, never what it computes: left out of the result hash (so are
 # the backend class's ``execution_options``).
@@ -48,11 +50,14 @@ class ConfigError(ValueError):
 class InputConfig:
     """Where the examples are and which record fields hold what. Image examples
     (``featurizer.unit: patches``) take an image file path from ``image_field``, relative to the
-    input file's folder."""
+    input file's folder. Multi-document examples take a list of ``{title, text}`` (or
+    ``{title, sentences}``) records from ``documents_field`` instead of a text (see
+    ``connectors.documents``)."""
 
     path: str
     format: str | None = None
     text_field: str = "text"
+    documents_field: str | None = None
     image_field: str | None = None
     id_field: str | None = "id"
     question_field: str | None = None
@@ -62,7 +67,8 @@ class InputConfig:
 @dataclass
 class FeaturizerConfig:
     """How an example is split into features: a text into words, sentences or given spans
-    (``connectors.text.featurize``), an image into a ``grid`` of [rows, cols] patches."""
+    (``connectors.text.featurize``), documents into whole documents or their sentences, an image
+    into a ``grid`` of [rows, cols] patches."""
 
     unit: str = "words"
     spans_field: str | None = None
@@ -284,7 +290,7 @@ def _infer_format(path: str) -> str:
 def _check(config: JobConfig) -> None:
     """Value checks beyond types."""
     _one_of("input.format", config.input.format, FORMATS, optional=True)
-    _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, PATCHES))
+    _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES))
     _one_of("method", config.method, METHODS)
     if config.featurizer.unit == PATCHES:
         _check_patches(config)
@@ -296,6 +302,7 @@ def _check(config: JobConfig) -> None:
                 raise ConfigError(f"config: {key!r} is only for images ('featurizer.unit: {PATCHES}')")
     if config.featurizer.unit == "spans" and config.featurizer.spans_field is None:
         raise ConfigError("config: 'featurizer.spans_field' is required when 'featurizer.unit' is spans")
+    _check_documents(config)
     if "name" not in config.backend:
         raise ConfigError("config: 'backend.name' is required")
     _one_of("backend.name", config.backend["name"], tuple(sorted(BACKENDS)))
@@ -329,6 +336,20 @@ def _check(config: JobConfig) -> None:
             raise ConfigError(f"config: {key!r} must be >= {low}, got {value}")
     if config.max_order > 127:
         raise ConfigError(f"config: 'max_order' must be <= 127, got {config.max_order}")
+
+
+def _check_documents(config: JobConfig) -> None:
+    """``input.documents_field`` goes with the units documents or sentences, and needs no spans."""
+    unit = config.featurizer.unit
+    if config.input.documents_field is None:
+        if unit == DOCUMENTS:
+            raise ConfigError(f"config: 'input.documents_field' is required when 'featurizer.unit' is {DOCUMENTS}")
+        return
+    if unit not in DOCUMENT_UNITS:
+        raise ConfigError(f"config: 'featurizer.unit' must be one of {', '.join(DOCUMENT_UNITS)} with "
+                          f"'input.documents_field'; got {unit!r}")
+    if config.featurizer.spans_field is not None:
+        raise ConfigError("config: 'featurizer.spans_field' cannot be used with 'input.documents_field'")
 
 
 def _check_patches(config: JobConfig) -> None:

@@ -1,4 +1,5 @@
-"""Read examples from JSONL / Parquet / CSV one record at a time and featurize them.
+"""Read examples from JSONL / Parquet / CSV one record at a time and featurize them: a text field,
+a field of documents (a list of ``{title, text}`` records; JSON text in CSV) or an image path.
 
 A record that cannot become an Example (missing field, undecodable bytes, empty text, too many
 or too few features, duplicate id) yields a ``BadInput`` with the reason instead; reading goes on.
@@ -19,6 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from connectors.base import Example
+from connectors.documents import documents_example
 from connectors.image import image_example
 from pipelines.config import PACKAGE_SCHEME, PATCHES, InputConfig, JobConfig, package_path
 
@@ -91,17 +93,25 @@ def _example(config: JobConfig, record: _Record, seen: set[str]) -> Example | Ba
             rows, cols = config.featurizer.grid
             base_dir = input_file(config.input).parent
             return image_example(example_id, image, rows, cols, base_dir=base_dir, question=question, target=target)
-        text = _text_field(fields, config.input.text_field, required=True)
-        spans = _spans(fields, config.featurizer.spans_field)
-        example = Example.from_text(
-            example_id,
-            text,
-            config.featurizer.unit,
-            spans=spans,
-            max_features=config.featurizer.max_features,
-            question=question,
-            target=target,
-        )
+        if config.input.documents_field is not None:
+            example = documents_example(
+                example_id,
+                _documents(fields, config.input.documents_field),
+                config.featurizer.unit,
+                max_features=config.featurizer.max_features,
+                question=question,
+                target=target,
+            )
+        else:
+            example = Example.from_text(
+                example_id,
+                _text_field(fields, config.input.text_field, required=True),
+                config.featurizer.unit,
+                spans=_spans(fields, config.featurizer.spans_field),
+                max_features=config.featurizer.max_features,
+                question=question,
+                target=target,
+            )
     except ValueError as err:
         return BadInput(example_id, str(err), target)
     if example.n < 2:
@@ -141,6 +151,21 @@ def _text_field(fields: dict[str, Any], name: str | None, required: bool = False
         raise ValueError(f"field {name!r} must be a string, got {type(value).__name__}")
     if _ESCAPED_BYTE.search(value):
         raise ValueError(f"field {name!r} has undecodable bytes (not UTF-8)")
+    return value
+
+
+def _documents(fields: dict[str, Any], name: str) -> list[Any]:
+    """The list of document records in field ``name`` (a JSON text in CSV files)."""
+    if name not in fields:
+        raise ValueError(f"missing field {name!r}")
+    value = fields[name]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"field {name!r} must be a list of {{title, text}} records, got {value[:80]!r}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"field {name!r} must be a list of {{title, text}} records, got {type(value).__name__}")
     return value
 
 
