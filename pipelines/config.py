@@ -91,6 +91,7 @@ class MaskingConfig:
 class RayConfig:
     """Execution settings: where and how wide the job runs. Not part of the result hash.
 
+    ``num_gpus_per_actor`` None: the backend's need (vLLM: ``tensor_parallel_size``; else 0).
     ``num_cpus_per_decode`` is 0 by default because scorer actors usually hold every CPU; the
     driver runs at most ``num_actors`` decode tasks at once. ``max_attempts`` bounds the tries of
     one query; ``flush_seconds`` bounds the scored work a kill can lose.
@@ -99,7 +100,7 @@ class RayConfig:
     address: str | None = None
     num_actors: int = 2
     num_cpus_per_actor: float = 1.0
-    num_gpus_per_actor: float = 0.0
+    num_gpus_per_actor: float | None = None
     num_cpus_per_decode: float = 0.0
     batch_size: int = 128
     max_restarts: int = 3

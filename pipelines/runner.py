@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from connectors.base import Example, backend_class
 from pipelines.actors import Batch, ScorerPool, submit_decode
-from pipelines.backends import backend_options
+from pipelines.backends import backend_options, default_gpus
 from pipelines.config import JobConfig, changed_keys
 from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.layout import QueryLayout
@@ -185,11 +185,12 @@ class _Job:
         )
         name = self.config.backend["name"]
         spec, limiter = attach_shared_limiter(backend_class(name), self.config.backend_spec(backend_options(name)))
+        gpus = self.config.ray.num_gpus_per_actor
         pool = ScorerPool(
             spec,
             num_actors=self.config.ray.num_actors,
             num_cpus=self.config.ray.num_cpus_per_actor,
-            num_gpus=self.config.ray.num_gpus_per_actor,
+            num_gpus=default_gpus(name, spec) if gpus is None else gpus,
             max_restarts=self.config.ray.max_restarts,
             max_attempts=self.config.ray.max_attempts,
         )
