@@ -34,6 +34,9 @@ BACKEND_EXTRAS: dict[str, str] = {
     "vllm": "vllm",
 }
 
+# Backends cheap to build and call in any process (CPU, nothing to load): a dry run may time a few calls.
+TIMED_IN_PROCESS: frozenset[str] = frozenset({"vader"})
+
 
 @dataclass(frozen=True)
 class Example:

@@ -4,8 +4,10 @@ Counts examples, features per example, queries per example and in total (design,
 full/empty). A backend class may add its own estimate (prompt tokens, dollars, seconds) with a
 classmethod ``estimate(examples, num_queries, **options) -> dict``: ``examples`` the plannable
 Examples, ``num_queries`` their query counts (same order), ``options`` the config's backend
-options. Without one, the time is estimated from the latencies in the output folder's query log
-(a previous or partial run of the same job), when there is one.
+options with the masking settings the backend takes. Without one, the time is estimated from the
+latencies in the output folder's query log (a previous or partial run of the same job) when there
+is one, else, for a backend cheap to run here (``connectors.base.TIMED_IN_PROCESS``), from a few
+calls timed in this process.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import time
+
 import numpy as np
 
-from connectors.base import Example, backend_class
+from connectors.base import TIMED_IN_PROCESS, Example, backend_class, build_backend
+from pipelines.backends import backend_options
 from pipelines.config import JobConfig
 from pipelines.inputs import BadInput, load_examples
 from pipelines.method import MethodSpec
@@ -24,6 +29,8 @@ from pipelines.parts import QUERY_LOG_DIR, read_parts
 from spex_ray.schema import QUERY_LOG_SCHEMA
 
 _SHOWN_ERRORS = 5
+_TIMED_EXAMPLES = 4
+_TIMED_MASKS = 64
 
 
 @dataclass
@@ -65,20 +72,45 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
 
 
 def _estimate(config: JobConfig, examples: list[Example], num_queries: list[int]) -> dict[str, Any]:
-    options = {key: value for key, value in config.backend.items() if key != "name"}
-    hook = getattr(backend_class(config.backend["name"]), "estimate", None)
+    name = config.backend["name"]
+    spec = config.backend_spec(backend_options(name))
+    options = {key: value for key, value in spec.items() if key != "name"}
+    hook = getattr(backend_class(name), "estimate", None)
     if hook is not None:
         return dict(hook(examples, num_queries, **options))
     latency = read_parts(Path(config.output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["latency_ms"]).column("latency_ms")
     measured = latency.drop_null().to_numpy()
-    if measured.size == 0:
+    if measured.size:
+        per_query = float(np.mean(measured)) / 1e3
+        basis = f"{measured.size} logged queries in {config.output}"
+    elif name in TIMED_IN_PROCESS and examples:
+        per_query, timed = _time_in_process(spec, examples)
+        basis = f"{timed} queries timed in this process"
+    else:
         return {}
-    per_query = float(np.mean(measured)) / 1e3
     return {
         "seconds": per_query * sum(num_queries) / config.ray.num_actors,
-        "basis": f"{measured.size} logged queries in {config.output}, {per_query * 1e3:.2f} ms each, "
-        f"{config.ray.num_actors} actors",
+        "basis": f"{basis}, {per_query * 1e3:.3g} ms each, {config.ray.num_actors} actors",
     }
+
+
+def _time_in_process(spec: dict[str, Any], examples: list[Example]) -> tuple[float, int]:
+    """(seconds per query, queries timed): a backend built here scores random masks (each feature
+    kept with probability 1/2) of the first few examples."""
+    rng = np.random.default_rng(0)
+    backend = build_backend(spec)
+    try:
+        seconds = 0.0
+        timed = 0
+        for example in examples[:_TIMED_EXAMPLES]:
+            keep = rng.random((_TIMED_MASKS, example.n)) < 0.5
+            begin = time.perf_counter()
+            backend.score(example, keep)
+            seconds += time.perf_counter() - begin
+            timed += len(keep)
+    finally:
+        backend.close()
+    return seconds / timed, timed
 
 
 def describe(config: JobConfig, plan: JobPlan) -> str:
