@@ -2,10 +2,13 @@
 
 Each actor owns one backend replica, built inside the actor from the backend spec. A batch is
 ``(example_id, start, stop)`` plus a reference to the ``(Example, QueryLayout)`` pair in the
-object store, which the actor fetches once and caches; masks are rebuilt in the actor.
-An actor that dies is restarted by Ray (``max_restarts``); its in-flight batches come back as
-``RayActorError`` and are resubmitted. The driver probes a failed actor with ``info()`` and sends
-it no work until the probe answers; a probe that fails means the actor is gone for good.
+object store, which the actor fetches once and caches; masks are rebuilt in the actor. A target
+call asks one replica for an example's target (``backend.target``, e.g. the model's own answer)
+before any of its batches is sent, so that every replica scores the same target.
+An actor that dies is restarted by Ray (``max_restarts``); its in-flight batches and target calls
+come back as ``RayActorError`` and are resubmitted. The driver probes a failed actor with
+``info()`` and sends it no work until the probe answers; a probe that fails means the actor is
+gone for good.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ class ScorerActor:
         """Where this replica runs and what it is: node id, process id, backend identity."""
         return {"node_id": self._node_id, "pid": os.getpid(), "backend": self._scorer.backend.identity()}
 
+    def target(self, example: Example) -> tuple[str | None, str | None]:
+        """``(backend.target(example), None)``, or ``(None, why)`` when the backend cannot make one."""
+        try:
+            return self._scorer.backend.target(example), None
+        except Exception as err:  # a bad example fails itself, not the job
+            return None, f"cannot make the target: {type(err).__name__}: {err}"
+
     def score(self, example_id: str, work: list[ray.ObjectRef], start: int, stop: int) -> tuple[pa.RecordBatch, str]:
         """Query-log rows of ids ``[start, stop)``; ``work`` is ``[ref to (Example, QueryLayout)]``."""
         if example_id in self._work:
@@ -69,6 +79,14 @@ class Batch:
 
 
 @dataclass
+class TargetCall:
+    """The target of one example, asked of one replica; ``failures`` counts actor deaths under it."""
+
+    example: Example
+    failures: int = 0
+
+
+@dataclass
 class _Member:
     handle: Any
     info: dict[str, Any] | None = None
@@ -80,15 +98,26 @@ class _Member:
 
 @dataclass
 class BatchResult:
-    """A scored batch, or a batch that killed its actor ``max_batch_failures`` times (``rows`` None)."""
+    """A scored batch (``rows``: the queries sent), or a batch that killed its actor
+    ``max_batch_failures`` times (``rows`` None)."""
 
     batch: Batch
     rows: pa.RecordBatch | None
     error: str | None = None
 
 
+@dataclass
+class TargetResult:
+    """An example's target (None: the backend has none to give), or why there is none (``error``)."""
+
+    call: TargetCall
+    target: str | None
+    error: str | None = None
+
+
 class ScorerPool:
-    """``num_actors`` scorer actors, at most ``per_actor`` batches in flight on each."""
+    """``num_actors`` scorer actors, at most ``per_actor`` calls (batches, targets) in flight on each.
+    Calls whose actor died come back in ``retry``."""
 
     def __init__(self, backend_spec: dict[str, Any], *, num_actors: int, num_cpus: float, num_gpus: float,
                  max_restarts: int, max_attempts: int, per_actor: int = 2, max_batch_failures: int = 3) -> None:
@@ -99,8 +128,8 @@ class ScorerPool:
         self._resources = (num_cpus, num_gpus)
         self._per_actor = per_actor
         self._max_batch_failures = max_batch_failures
-        self._pending: dict[ray.ObjectRef, tuple[int, Batch | None]] = {}
-        self.retry: list[Batch] = []
+        self._pending: dict[ray.ObjectRef, tuple[int, Batch | TargetCall | None]] = {}
+        self.retry: list[Batch | TargetCall] = []
 
     def start(self) -> list[dict[str, Any]]:
         """Wait until every actor has built its backend; returns their ``info()``.
@@ -129,14 +158,17 @@ class ScorerPool:
     def has_capacity(self) -> bool:
         return any(self._ready(member) for member in self._members)
 
-    def submit(self, batch: Batch) -> None:
-        """Send ``batch`` to the least busy healthy actor (call only when ``has_capacity()``)."""
+    def submit(self, call: Batch | TargetCall) -> None:
+        """Send a batch or a target call to the least busy healthy actor (only when ``has_capacity()``)."""
         ready = [i for i, member in enumerate(self._members) if self._ready(member)]
         index = min(ready, key=lambda i: self._members[i].in_flight)
         member = self._members[index]
-        ref = member.handle.score.remote(batch.example_id, [batch.work], batch.start, batch.stop)
+        if isinstance(call, TargetCall):
+            ref = member.handle.target.remote(call.example)
+        else:
+            ref = member.handle.score.remote(call.example_id, [call.work], call.start, call.stop)
         member.in_flight += 1
-        self._pending[ref] = (index, batch)
+        self._pending[ref] = (index, call)
 
     def refs(self) -> list[ray.ObjectRef]:
         return list(self._pending)
@@ -148,29 +180,34 @@ class ScorerPool:
     def busy(self) -> bool:
         return bool(self._pending)
 
-    def collect(self, ref: ray.ObjectRef) -> BatchResult | None:
-        """Handle a finished ref: a scored batch, or None (a probe, or a batch queued in ``retry``)."""
-        index, batch = self._pending.pop(ref)
+    def collect(self, ref: ray.ObjectRef) -> BatchResult | TargetResult | None:
+        """Handle a finished ref: a scored batch, a target, or None (a probe, or a call queued in ``retry``)."""
+        index, call = self._pending.pop(ref)
         member = self._members[index]
-        if batch is None:
+        if call is None:
             self._probed(member, ref)
             return None
         member.in_flight -= 1
         try:
-            rows, node_id = ray.get(ref)
+            answer = ray.get(ref)
         except RayActorError as err:
-            batch.failures += 1
+            call.failures += 1
             if not member.probing and member.handle is not None:
                 member.probing = True
                 self._pending[member.handle.info.remote()] = (index, None)
-            if batch.failures >= self._max_batch_failures:
-                message = f"scorer actor died {batch.failures} times on this batch: {_cause(err)}"
-                return BatchResult(batch, None, message)
-            self.retry.append(batch)
-            return None
+            if call.failures < self._max_batch_failures:
+                self.retry.append(call)
+                return None
+            if isinstance(call, TargetCall):
+                return TargetResult(call, None, f"scorer actor died {call.failures} times making the target: "
+                                                f"{_cause(err)}")
+            return BatchResult(call, None, f"scorer actor died {call.failures} times on this batch: {_cause(err)}")
+        if isinstance(call, TargetCall):
+            return TargetResult(call, *answer)
+        rows, node_id = answer
         member.batches += 1
         member.queries[node_id] = member.queries.get(node_id, 0) + rows.num_rows
-        return BatchResult(batch, rows)
+        return BatchResult(call, rows)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per actor: node id and pid (latest seen), batches and queries scored per node."""

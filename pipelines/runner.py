@@ -1,10 +1,12 @@
 """Run a job: plan -> score -> reduce, streaming, resumable.
 
-Examples are read and planned a few at a time; their missing query ids go to the scorer pool as
-``(example_id, start, stop)`` batches; scored rows are appended to the query log; an example whose
-values are all in is decoded by a Ray task while scoring goes on; explanation rows are written
-as Parquet parts. A re-run of the same job reads the explanations (finished examples are
-skipped) and the query log (logged queries are never sent again).
+Examples are read and planned a few at a time; an example without a target whose backend makes
+one (``backend.target``, e.g. the model's own answer) gets it from one replica first; its missing
+query ids go to the scorer pool as ``(example_id, start, stop)`` batches; scored rows are
+appended to the query log; an example whose values are all in is decoded by a Ray task while
+scoring goes on; explanation rows are written as Parquet parts. A re-run of the same job reads
+the explanations (finished examples are skipped) and the query log (logged queries are never
+sent again).
 
 Output folder::
 
@@ -25,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import ray
 from tqdm import tqdm
 
 from connectors.base import Example, backend_class
-from pipelines.actors import Batch, ScorerPool, submit_decode
+from pipelines.actors import Batch, BatchResult, ScorerPool, TargetCall, TargetResult, submit_decode
 from pipelines.backends import backend_options, default_gpus
 from pipelines.config import JobConfig, changed_keys
 from pipelines.inputs import BadInput, count_records, load_examples
@@ -168,11 +170,14 @@ class _Job:
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.r2_values: list[float] = []
         self.active: dict[str, _Active] = {}
+        self.awaiting: dict[str, tuple[QueryLayout, pa.Table | None]] = {}  # examples waiting for their target
         self.queue: deque[Batch] = deque()
+        self.target_queue: deque[TargetCall] = deque()
         self.decoding: dict[ray.ObjectRef, _Active] = {}
         self.decode_backlog: deque[_Active] = deque()
         self.max_decodes = max(1, config.ray.num_actors)
         self.active_limit = 2 * config.ray.num_actors + 2
+        self.makes_targets = False
         self.querylog: PartWriter | None = None
         self.explanations: PartWriter | None = None
 
@@ -184,7 +189,9 @@ class _Job:
                        exclude_examples=finished)
         )
         name = self.config.backend["name"]
-        spec, limiter = attach_shared_limiter(backend_class(name), self.config.backend_spec(backend_options(name)))
+        cls = backend_class(name)
+        self.makes_targets = callable(getattr(cls, "target", None))
+        spec, limiter = attach_shared_limiter(cls, self.config.backend_spec(backend_options(name)))
         gpus = self.config.ray.num_gpus_per_actor
         pool = ScorerPool(
             spec,
@@ -223,7 +230,7 @@ class _Job:
         exhausted = False
         last_flush = time.monotonic()
         while True:
-            while (not exhausted and len(self.active) < self.active_limit
+            while (not exhausted and len(self.active) + len(self.awaiting) < self.active_limit
                    and len(self.decode_backlog) < self.max_decodes):
                 item = next(examples, None)
                 if item is None:
@@ -234,7 +241,10 @@ class _Job:
                 else:
                     self._start(item, logged.pop(item.example_id, None), progress)
             while pool.retry:
-                self.queue.appendleft(pool.retry.pop())
+                call = pool.retry.pop()
+                (self.target_queue if isinstance(call, TargetCall) else self.queue).appendleft(call)
+            while self.target_queue and pool.has_capacity():
+                pool.submit(self.target_queue.popleft())
             while self.queue and pool.has_capacity():
                 pool.submit(self.queue.popleft())
             while self.decode_backlog and len(self.decoding) < self.max_decodes:
@@ -244,7 +254,7 @@ class _Job:
                 self.decoding[ref] = state
             refs = pool.refs() + list(self.decoding)
             if not refs:
-                if exhausted and not self.active and not self.decode_backlog:
+                if exhausted and not self.active and not self.awaiting and not self.decode_backlog:
                     return
                 continue
             ready, rest = ray.wait(refs, num_returns=1, timeout=_WAIT_SECONDS)
@@ -252,10 +262,14 @@ class _Job:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 ready += more
             for ref in ready:
-                if pool.owns(ref):
-                    self._scored(pool, ref, progress)
-                else:
+                if not pool.owns(ref):
                     self._decoded(ref, progress)
+                    continue
+                result = pool.collect(ref)
+                if isinstance(result, TargetResult):
+                    self._targeted(result, progress)
+                elif isinstance(result, BatchResult):
+                    self._scored(result, progress)
             now = time.monotonic()
             if (now - last_flush >= self.config.ray.flush_seconds
                     or self.querylog.buffered_rows >= _QUERY_LOG_FLUSH_ROWS
@@ -266,7 +280,7 @@ class _Job:
             progress.set_postfix_str(f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s", refresh=False)
 
     def _start(self, item: Example | BadInput, logged: pa.Table | None, progress: tqdm) -> None:
-        """Plan an example and queue its missing queries (or record why it cannot run)."""
+        """Plan an example; ask for its target or queue its missing queries (or record why it cannot run)."""
         if isinstance(item, BadInput):
             self._write(error_rows(item, self.spec, item.error), progress)
             return
@@ -275,16 +289,35 @@ class _Job:
         except ValueError as err:
             self._write(error_rows(item, self.spec, f"cannot plan {self.spec.method}: {err}"), progress)
             return
+        if self.makes_targets and item.target is None:
+            self.awaiting[item.example_id] = (layout, logged)
+            self.target_queue.append(TargetCall(item))
+            return
+        self._begin(item, layout, logged, progress)
+
+    def _targeted(self, result: TargetResult, progress: tqdm) -> None:
+        """An example's target is in: score the example with it (or record why there is none)."""
+        example = result.call.example
+        layout, logged = self.awaiting.pop(example.example_id)
+        if result.error is not None:
+            self._write(error_rows(example, self.spec, result.error), progress)
+            return
+        if result.target is not None:
+            example = replace(example, target=result.target)
+        self._begin(example, layout, logged, progress)
+
+    def _begin(self, example: Example, layout: QueryLayout, logged: pa.Table | None, progress: tqdm) -> None:
+        """Take in the example's logged queries and queue the missing ones as batches."""
         state = _Active(
-            example=item,
+            example=example,
             layout=layout,
-            work=ray.put((item, layout)),
+            work=ray.put((example, layout)),
             values=np.full(layout.num_queries, np.nan),
             done=np.zeros(layout.num_queries, dtype=bool),
         )
         if logged is not None:
             self.summary.queries_reused += self._record(state, logged)
-        self.active[item.example_id] = state
+        self.active[example.example_id] = state
         missing = np.flatnonzero(~state.done)
         if missing.size == 0:
             self._complete(state, progress)
@@ -293,7 +326,7 @@ class _Job:
         for run in runs:
             for start in range(int(run[0]), int(run[-1]) + 1, self.config.ray.batch_size):
                 stop = min(start + self.config.ray.batch_size, int(run[-1]) + 1)
-                self.queue.append(Batch(item.example_id, start, stop, state.work))
+                self.queue.append(Batch(example.example_id, start, stop, state.work))
 
     def _record(self, state: _Active, rows: pa.Table | pa.RecordBatch) -> int:
         """Put query-log rows into ``state``; returns how many were new."""
@@ -312,10 +345,8 @@ class _Job:
                 state.errors[int(query_id)] = error
         return new
 
-    def _scored(self, pool: ScorerPool, ref: ray.ObjectRef, progress: tqdm) -> None:
-        result = pool.collect(ref)
-        if result is None:
-            return
+    def _scored(self, result: BatchResult, progress: tqdm) -> None:
+        """Log a batch's rows and record them."""
         batch = result.batch
         rows = result.rows
         if rows is None:
