@@ -10,6 +10,7 @@ import abc
 import functools
 import importlib
 import inspect
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -109,6 +110,17 @@ class Score:
     value: float | None
     raw: str
     error: str | None = None
+
+    @property
+    def not_sent(self) -> bool:
+        """True for a row the backend never sent (``raw`` JSON has ``"not_sent": true``, e.g. once a
+        dollar cap is spent): it is neither retried nor logged, so a resumed job sends it."""
+        if self.value is not None or '"not_sent"' not in (self.raw or ""):
+            return False
+        try:
+            return json.loads(self.raw).get("not_sent") is True
+        except (ValueError, AttributeError):
+            return False
 
 
 class Backend(abc.ABC):

@@ -42,6 +42,10 @@ class PartWriter:
     def buffered_rows(self) -> int:
         return self._rows
 
+    def set_metadata(self, metadata: Mapping[str, str]) -> None:
+        """The key-value metadata of the parts written from now on."""
+        self.schema = self.schema.with_metadata(dict(metadata))
+
     def append(self, batch: pa.RecordBatch) -> None:
         """Buffer ``batch`` (its schema must equal the writer's, metadata aside)."""
         if not batch.schema.equals(self.schema, check_metadata=False):

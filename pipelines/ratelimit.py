@@ -19,6 +19,7 @@ import ray
 from connectors.ratelimit import CostCapReached, RateLimiter
 
 LIMITER_OPTION = "limiter"
+_LIMITS: tuple[str, ...] = ("rpm", "tpm", "max_cost_usd")
 
 
 class _LimiterActor:
@@ -104,19 +105,24 @@ def logged_cost_usd(raws: Iterable[str | None]) -> float:
     return total
 
 
+def takes_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> bool:
+    """Whether ``attach_shared_limiter`` starts a limiter for this backend class and spec: the class
+    takes ``limiter``, ``rpm``, ``tpm`` and ``max_cost_usd`` options and the spec sets no limiter."""
+    parameters = inspect.signature(backend_cls.__init__).parameters
+    return LIMITER_OPTION not in spec and all(name in parameters for name in (LIMITER_OPTION, *_LIMITS))
+
+
 def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any],
                           spent_usd: float = 0.0) -> tuple[dict[str, Any], SharedLimiter | None]:
     """For a backend class that takes a ``limiter`` option and has ``rpm``/``tpm``/``max_cost_usd``
     options: start the job-wide limiter from the spec's values (the class's defaults when absent),
     already charged ``spent_usd``, and return ``(spec with limiter=client, client)``; other
     backends get ``(spec, None)``."""
-    parameters = inspect.signature(backend_cls.__init__).parameters
-    if LIMITER_OPTION not in parameters or LIMITER_OPTION in spec:
+    if not takes_shared_limiter(backend_cls, spec):
         return dict(spec), None
+    parameters = inspect.signature(backend_cls.__init__).parameters
     limits = {}
-    for name in ("rpm", "tpm", "max_cost_usd"):
-        if name not in parameters:
-            return dict(spec), None
+    for name in _LIMITS:
         default = parameters[name].default
         limits[name] = spec.get(name, None if default is inspect.Parameter.empty else default)
     limiter = start_shared_limiter(**limits, spent_usd=spent_usd)

@@ -8,6 +8,11 @@ scoring goes on; explanation rows are written as Parquet parts. A re-run of the 
 the explanations (finished examples are skipped) and the query log (logged queries are never
 sent again).
 
+Backends with rate limits and a dollar cap share one job-wide limiter, charged with the dollars
+the query log records. Queries a backend does not send (its cap is spent) are not logged; the run
+then stops submitting, finishes what is in flight and returns with ``JobSummary.stopped`` set:
+re-running the job (e.g. with a higher cap) sends them.
+
 Output folder::
 
     job.json          the result-relevant config and its hash (a changed config is refused)
@@ -45,8 +50,9 @@ from pipelines.layout import QueryLayout
 from pipelines.metadata import file_metadata, library_versions
 from pipelines.method import MethodSpec
 from pipelines.parts import EXPLANATIONS_DIR, QUERY_LOG_DIR, TEMP_PREFIX, PartWriter, group_by_example, read_parts
-from pipelines.ratelimit import attach_shared_limiter
+from pipelines.ratelimit import attach_shared_limiter, takes_shared_limiter
 from pipelines.reduce import error_rows, failed_queries_message, rows_to_batch
+from pipelines.usage import Usage
 from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,11 @@ logger = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
+# Where a backend that takes ``batch_state_dir`` (OpenAI Batch API) keeps its batch ids, unless set.
+BATCH_STATE_OPTION = "batch_state_dir"
+BATCH_STATE_DIR = "openai-batches"
+# The backend identity's list of the model fingerprints seen (API backends).
+IDENTITY_FINGERPRINTS = "system_fingerprints"
 _EXPLANATION_FLUSH_ROWS = 2000
 _QUERY_LOG_FLUSH_ROWS = 100_000
 _WAIT_SECONDS = 0.5
@@ -67,7 +78,9 @@ class JobMismatchError(ValueError):
 class JobSummary:
     """What a run did. Example counts cover the whole output folder (earlier runs included);
     ``nodes`` maps node id -> queries scored there; ``limiter`` holds the job-wide rate limiter's
-    counters (requests, tokens, spent_usd, ...) for backends that use one."""
+    counters (requests, tokens, spent_usd over the whole job, cost_cap_reached, rpm, tpm) for
+    backends that use one. ``queries_not_sent``: queries the backend declined (not logged);
+    ``stopped``: why the run ended before every example was done (a re-run resumes it)."""
 
     output: str
     examples_ok: int = 0
@@ -80,15 +93,19 @@ class JobSummary:
     scorers: list[dict[str, Any]] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)
     limiter: dict[str, Any] | None = None
+    queries_not_sent: int = 0
+    stopped: str | None = None
 
     def describe(self) -> str:
         r2 = "n/a" if self.mean_faithfulness_r2 is None else f"{self.mean_faithfulness_r2:.3f}"
-        return (
+        spent = "" if self.limiter is None else f"; spent: ${self.limiter['spent_usd']:.4f} in total"
+        text = (
             f"examples: {self.examples_ok} ok, {self.examples_error} error "
             f"({self.examples_skipped} already done); queries: {self.queries_sent} sent, "
-            f"{self.queries_reused} reused from the query log; time: {self.seconds:.1f} s; "
+            f"{self.queries_reused} reused from the query log; time: {self.seconds:.1f} s{spent}; "
             f"mean faithfulness R^2: {r2}; output: {self.output}"
         )
+        return text if self.stopped is None else f"{text}; stopped early: {self.stopped}"
 
 
 @dataclass
@@ -178,6 +195,12 @@ class _Job:
         self.max_decodes = max(1, config.ray.num_actors)
         self.active_limit = 2 * config.ray.num_actors + 2
         self.makes_targets = False
+        self.handled = 0
+        self.usage = Usage()
+        self.limiter = None
+        self.stop_reason: str | None = None
+        self.identity: dict[str, Any] = {}
+        self.fingerprints_written: set[str] = set()
         self.querylog: PartWriter | None = None
         self.explanations: PartWriter | None = None
 
@@ -191,7 +214,10 @@ class _Job:
         name = self.config.backend["name"]
         cls = backend_class(name)
         self.makes_targets = callable(getattr(cls, "target", None))
-        spec, limiter = attach_shared_limiter(cls, self.config.backend_spec(backend_options(name)))
+        spec = self._backend_spec(name)
+        if takes_shared_limiter(cls, spec):
+            self.usage.add(read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["raw"]).column("raw"))
+        spec, self.limiter = attach_shared_limiter(cls, spec, spent_usd=self.usage.cost_usd)
         gpus = self.config.ray.num_gpus_per_actor
         pool = ScorerPool(
             spec,
@@ -204,10 +230,11 @@ class _Job:
         try:
             infos = pool.start()
             _record_job_file(self.config, self.output)
+            self.identity = infos[0]["backend"]
             self.querylog = PartWriter(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id,
                                        {"spex_ray.config_hash": self.config.result_hash()})
             self.explanations = PartWriter(self.output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA, self.run_id,
-                                           file_metadata(self.config, infos[0]["backend"]))
+                                           file_metadata(self.config, self.identity))
             total = count_records(self.config.input)
             total = total if self.limit is None else min(total, self.limit)
             with tqdm(total=total, unit="ex", desc="spex-ray", file=sys.stderr,
@@ -217,36 +244,54 @@ class _Job:
             self._flush()
             self.summary.scorers = pool.stats()
             pool.shutdown()
-            if limiter is not None:
-                self.summary.limiter = limiter.stats()
-                limiter.shutdown()
+            if self.limiter is not None:
+                self.summary.limiter = self.limiter.stats()
+                self.limiter.shutdown()
         self.summary.seconds = time.monotonic() - begin
+        if self.stop_reason is not None:
+            unfinished = total - self.handled
+            self.summary.stopped = (f"{self.stop_reason}; {unfinished} examples are unfinished and the job is "
+                                    "resumable: run it again to finish them")
         self._finish_summary()
         logger.info("spex-ray: %s", self.summary.describe())
         return self.summary
+
+    def _backend_spec(self, name: str) -> dict[str, Any]:
+        """The config's backend section with the masking options it takes and, for a backend that
+        keeps batch state, ``batch_state_dir`` in the output folder unless the config sets one."""
+        options = backend_options(name)
+        spec = self.config.backend_spec(options)
+        if BATCH_STATE_OPTION in options and spec.get(BATCH_STATE_OPTION) is None:
+            spec[BATCH_STATE_OPTION] = str((self.output / BATCH_STATE_DIR).resolve())
+        return spec
 
     def _loop(self, pool: ScorerPool, examples: Iterator[Example | BadInput], finished: set[str],
               logged: dict[str, pa.Table], progress: tqdm, begin: float) -> None:
         exhausted = False
         last_flush = time.monotonic()
         while True:
-            while (not exhausted and len(self.active) + len(self.awaiting) < self.active_limit
-                   and len(self.decode_backlog) < self.max_decodes):
-                item = next(examples, None)
-                if item is None:
-                    exhausted = True
-                elif item.example_id in finished:
-                    self.summary.examples_skipped += 1
-                    progress.update(1)
-                else:
-                    self._start(item, logged.pop(item.example_id, None), progress)
-            while pool.retry:
-                call = pool.retry.pop()
-                (self.target_queue if isinstance(call, TargetCall) else self.queue).appendleft(call)
-            while self.target_queue and pool.has_capacity():
-                pool.submit(self.target_queue.popleft())
-            while self.queue and pool.has_capacity():
-                pool.submit(self.queue.popleft())
+            if self.stop_reason is None:
+                while (not exhausted and len(self.active) + len(self.awaiting) < self.active_limit
+                       and len(self.decode_backlog) < self.max_decodes):
+                    item = next(examples, None)
+                    if item is None:
+                        exhausted = True
+                    elif item.example_id in finished:
+                        self.summary.examples_skipped += 1
+                        self._advance(progress)
+                    else:
+                        self._start(item, logged.pop(item.example_id, None), progress)
+                while pool.retry:
+                    call = pool.retry.pop()
+                    (self.target_queue if isinstance(call, TargetCall) else self.queue).appendleft(call)
+                while self.target_queue and pool.has_capacity():
+                    pool.submit(self.target_queue.popleft())
+                while self.queue and pool.has_capacity():
+                    pool.submit(self.queue.popleft())
+            else:  # stopping: send nothing more, let what is in flight and the decodes finish
+                pool.retry.clear()
+                self.target_queue.clear()
+                self.queue.clear()
             while self.decode_backlog and len(self.decoding) < self.max_decodes:
                 state = self.decode_backlog.popleft()
                 ref = submit_decode(state.example, self.spec, state.layout, state.values,
@@ -254,7 +299,8 @@ class _Job:
                 self.decoding[ref] = state
             refs = pool.refs() + list(self.decoding)
             if not refs:
-                if exhausted and not self.active and not self.awaiting and not self.decode_backlog:
+                done = self.stop_reason is not None or (exhausted and not self.active and not self.awaiting)
+                if done and not self.decode_backlog:
                     return
                 continue
             ready, rest = ray.wait(refs, num_returns=1, timeout=_WAIT_SECONDS)
@@ -277,7 +323,10 @@ class _Job:
                 self._flush()
                 last_flush = now
             rate = self.summary.queries_sent / max(now - begin, 1e-9)
-            progress.set_postfix_str(f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s", refresh=False)
+            status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s"
+            if self.limiter is not None:
+                status += f", ${self.usage.cost_usd:,.4f} spent"
+            progress.set_postfix_str(status, refresh=False)
 
     def _start(self, item: Example | BadInput, logged: pa.Table | None, progress: tqdm) -> None:
         """Plan an example; ask for its target or queue its missing queries (or record why it cannot run)."""
@@ -346,18 +395,34 @@ class _Job:
         return new
 
     def _scored(self, result: BatchResult, progress: tqdm) -> None:
-        """Log a batch's rows and record them."""
+        """Log a batch's rows and record them; queries left out were not sent (see ``_not_sent``)."""
         batch = result.batch
         rows = result.rows
         if rows is None:
             rows = _failed_rows(batch, result.error)
         else:
             self.summary.queries_sent += rows.num_rows
+            self.usage.add(rows.column("raw"))
+            if rows.num_rows < batch.stop - batch.start:
+                self._not_sent(batch.stop - batch.start - rows.num_rows)
         self.querylog.append(rows)
         state = self.active[batch.example_id]
         self._record(state, rows)
         if state.remaining == 0:
             self._complete(state, progress)
+
+    def _not_sent(self, count: int) -> None:
+        """The backend declined ``count`` queries (its dollar cap is spent): stop sending."""
+        self.summary.queries_not_sent += count
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = f"the backend did not send {count} queries"
+        if self.limiter is not None:
+            stats = self.limiter.stats()
+            if stats["cost_cap_reached"]:
+                self.stop_reason = (f"the job's dollar cap backend.max_cost_usd={stats['max_cost_usd']:g} is reached "
+                                    f"(${stats['spent_usd']:.4f} spent); raise it to go on")
+        logger.warning("spex-ray: %s: sending no more queries, finishing those in flight", self.stop_reason)
 
     def _complete(self, state: _Active, progress: tqdm) -> None:
         """All queries of ``state`` are in: decode it, or write why it cannot be."""
@@ -387,6 +452,11 @@ class _Job:
                 self.r2_values.append(rows[0]["faithfulness_r2"])
         else:
             self.summary.examples_error += 1
+        self._advance(progress)
+
+    def _advance(self, progress: tqdm) -> None:
+        """One more input record is done (explained, failed or skipped)."""
+        self.handled += 1
         progress.update(1)
 
     def _flush(self) -> None:
@@ -394,7 +464,18 @@ class _Job:
         if self.querylog is not None:
             self.querylog.flush()
         if self.explanations is not None:
+            self._add_fingerprints()
             self.explanations.flush()
+
+    def _add_fingerprints(self) -> None:
+        """Put the model fingerprints seen in raw outputs so far into the backend identity of the
+        explanation parts to come (``system_fingerprints``)."""
+        if self.usage.fingerprints <= self.fingerprints_written:
+            return
+        self.fingerprints_written = set(self.usage.fingerprints)
+        known = set(self.identity.get(IDENTITY_FINGERPRINTS) or ())
+        identity = {**self.identity, IDENTITY_FINGERPRINTS: sorted(known | self.fingerprints_written)}
+        self.explanations.set_metadata(file_metadata(self.config, identity))
 
     def _read_finished(self) -> set[str]:
         """Ids of examples with explanation rows; counts them into the summary."""

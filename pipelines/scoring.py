@@ -2,7 +2,9 @@
 
 A row fails when the batch call raises, or its Score has an ``error``, no value or a non-finite
 value. Each failed row is retried alone until it succeeds or has had ``max_attempts`` attempts;
-then it is logged with its last error. The result is a query-log record batch.
+then it is logged with its last error. A row the backend did not send (``Score.not_sent``, e.g.
+its dollar cap is spent) is neither retried nor returned, so a resumed job sends it. The result
+is a query-log record batch.
 """
 
 from __future__ import annotations
@@ -28,28 +30,29 @@ class BatchScorer:
         self.max_attempts = max_attempts
 
     def score(self, example: Example, layout: QueryLayout, start: int, stop: int) -> pa.RecordBatch:
-        """Query-log rows for query ids ``[start, stop)`` of ``example``, in id order."""
+        """Query-log rows for the query ids ``[start, stop)`` of ``example`` that were sent, in id order."""
         keep = layout.masks(start, stop)
         rows = stop - start
         scores, seconds = self._call(example, keep)
         latency = [seconds / rows * 1e3] * rows
         attempts = [1] * rows
         for row in range(rows):
-            while _failure(scores[row]) is not None and attempts[row] < self.max_attempts:
+            while not scores[row].not_sent and _failure(scores[row]) is not None and attempts[row] < self.max_attempts:
                 attempts[row] += 1
                 retried, seconds = self._call(example, keep[row : row + 1])
                 scores[row] = retried[0]
                 latency[row] = seconds * 1e3
-        errors = [_failure(score) for score in scores]
+        sent = [row for row in range(rows) if not scores[row].not_sent]
+        errors = [_failure(scores[row]) for row in sent]
         return pa.RecordBatch.from_pydict(
             {
-                "example_id": [example.example_id] * rows,
-                "query_id": np.arange(start, stop, dtype=np.int64),
-                "value": [None if error else float(score.value) for score, error in zip(scores, errors)],
-                "raw": [score.raw or None for score in scores],
+                "example_id": [example.example_id] * len(sent),
+                "query_id": np.asarray(sent, dtype=np.int64) + start,
+                "value": [None if error else float(scores[row].value) for row, error in zip(sent, errors)],
+                "raw": [scores[row].raw or None for row in sent],
                 "error": errors,
-                "attempts": np.asarray(attempts, dtype=np.int32),
-                "latency_ms": np.asarray(latency, dtype=np.float32),
+                "attempts": np.asarray([attempts[row] for row in sent], dtype=np.int32),
+                "latency_ms": np.asarray([latency[row] for row in sent], dtype=np.float32),
             },
             schema=QUERY_LOG_SCHEMA,
         )
