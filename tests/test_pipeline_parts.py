@@ -1,5 +1,5 @@
 """The pipeline's pieces without Ray: query layout, batch scoring with retries, part files, input
-reading, and the reducer."""
+reading, the reducer, and what a job takes from its backend class (hash, secrets, GPUs, estimates)."""
 
 import json
 
@@ -8,12 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import Backend, Example, Score
+from connectors.base import BACKENDS, Backend, Example, Score
 from connectors.fake import FakeBackend
-from pipelines.config import config_from_dict
+from pipelines.backends import default_gpus
+from pipelines.config import ConfigError, config_from_dict, redact
 from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter, group_by_example, part_files, read_parts
+from pipelines.plan import plan_job
 from pipelines.reduce import decode, error_rows, rows_to_batch
 from pipelines.scoring import BatchScorer
 from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
@@ -214,3 +216,129 @@ def test_inputs_read_csv_and_parquet_with_spans(tmp_path):
     (example,) = load_examples(config)
     assert example.features == ("is it good?", "yes") and example.target == "yes"
     assert json.loads(json.dumps(example.spans)) == [[3, 14], [18, 21]]
+
+
+class _Capped(Backend):
+    """Sends the first ``budget`` rows it is asked for; later rows come back not sent."""
+
+    name = "capped"
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.rows = 0
+
+    def score(self, example, keep):
+        scores = []
+        for row in keep:
+            self.rows += 1
+            if self.rows > self.budget:
+                scores.append(Score(value=None, raw=json.dumps({"not_sent": True}), error="not sent: cap"))
+            else:
+                scores.append(Score(value=float(row.sum()), raw="{}"))
+        return scores
+
+
+def test_batch_scorer_neither_retries_nor_returns_rows_that_were_not_sent():
+    layout = _spec().layout(EXAMPLE.n)
+    backend = _Capped(budget=3)
+    rows = BatchScorer(backend, max_attempts=3).score(EXAMPLE, layout, 10, 18)
+    assert rows.to_pydict()["query_id"] == [10, 11, 12] and rows.column("error").null_count == 3
+    assert backend.rows == 8  # one batch call, no row retried
+    assert Score(None, json.dumps({"not_sent": True}), "not sent").not_sent
+    assert not Score(None, json.dumps({"not_sent": False}), "boom").not_sent and not Score(1.0, "{}").not_sent
+
+
+def test_inputs_make_document_examples_from_jsonl_and_csv(tmp_path):
+    documents = [{"title": "Ada", "text": "Ada made clocks. She lived by the sea."},
+                 {"title": "Sea", "sentences": ["The sea is cold.", "It is grey."]}]
+    lines = [json.dumps({"id": "qa", "docs": documents, "q": "Where?"}).encode(),
+             b'{"id": "no-title", "docs": [{"text": "untitled"}], "q": "?"}',
+             b'{"id": "not-a-list", "docs": 3, "q": "?"}']
+    fields = {"documents_field": "docs", "question_field": "q"}
+    config = _config(tmp_path, b"\n".join(lines), fields, featurizer={"unit": "documents"})
+    example, untitled, bad = load_examples(config)
+    assert example.n == 2
+    assert example.text == "Ada\nAda made clocks. She lived by the sea.\n\nSea\nThe sea is cold. It is grey."
+    assert example.features[1] == "Sea\nThe sea is cold. It is grey." and example.question == "Where?"
+    assert isinstance(untitled, BadInput) and "title" in untitled.error
+    assert isinstance(bad, BadInput) and "must be a list" in bad.error
+    sentences = _config(tmp_path, b"\n".join(lines), fields, featurizer={"unit": "sentences"})
+    assert next(load_examples(sentences)).features == ("Ada made clocks.", "She lived by the sea.",
+                                                       "The sea is cold.", "It is grey.")
+
+    csv_path = tmp_path / "input.csv"
+    csv_path.write_text("id,docs\nc,\"" + json.dumps(documents).replace('"', '""') + "\"\n")
+    config = config_from_dict({"input": {"path": str(csv_path), "documents_field": "docs"},
+                               "featurizer": {"unit": "documents"}, "backend": {"name": "fake"}})
+    assert next(load_examples(config)).features == example.features
+
+
+@pytest.mark.parametrize(("input_fields", "featurizer", "message"), [
+    ({}, {"unit": "documents"}, "'input.documents_field' is required when 'featurizer.unit' is documents"),
+    ({"documents_field": "d"}, {"unit": "words"}, "'featurizer.unit' must be one of documents, sentences"),
+    ({"documents_field": "d"}, {"unit": "sentences", "spans_field": "s"}, "cannot be used with"),
+])
+def test_document_configs_are_checked(tmp_path, input_fields, featurizer, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, b"", input_fields, featurizer=featurizer)
+
+
+def test_the_result_hash_leaves_out_the_backend_execution_options(tmp_path):
+    pytest.importorskip("openai")
+    pytest.importorskip("bpe_openai")
+    from connectors.openai_backend import OpenAIBackend
+
+    def config(**backend):
+        return _config(tmp_path, b"", backend={"name": "openai", "model": "gpt-4o-mini", **backend})
+
+    base = config(max_cost_usd=1.0, rpm=500)
+    assert {"max_cost_usd", "rpm", "timeout_s", "batch_state_dir"} <= OpenAIBackend.execution_options
+    assert config(max_cost_usd=5.0, rpm=5000, timeout_s=3.0).result_hash() == base.result_hash()
+    assert config(model="gpt-4o").result_hash() != base.result_hash()
+    assert config(labels=["Yes", "No"]).result_hash() != base.result_hash()
+    assert base.result_config()["backend"] == {"name": "openai", "model": "gpt-4o-mini"}
+
+
+def test_engine_token_budgets_are_not_redacted_as_secrets():
+    clean = redact({"max_num_batched_tokens": 16384, "max_batch_tokens": 8192, "api_token": "t"})
+    assert clean == {"max_num_batched_tokens": 16384, "max_batch_tokens": 8192, "api_token": "<redacted>"}
+
+
+def test_a_vllm_replica_gets_its_tensor_parallel_gpus_by_default():
+    assert default_gpus("vllm", {"name": "vllm", "tensor_parallel_size": 4}) == 4
+    assert default_gpus("vllm", {"name": "vllm"}) == 1
+    assert default_gpus("vader", {"name": "vader"}) == 0
+
+
+def test_plan_times_vader_in_process(tmp_path):
+    config = _config(tmp_path, b'{"id": "a", "text": "a truly wonderful and moving film"}', backend={"name": "vader"},
+                     b=3)
+    estimate = plan_job(config).estimate
+    assert estimate["seconds"] > 0 and "timed in this process" in estimate["basis"]
+
+
+class _Priced(Backend):
+    """Records the options its estimate is given."""
+
+    name = "priced"
+    seen: dict = {}
+
+    def __init__(self, *, strategy="remove", mask_token="[MASK]", price=1.0):
+        self.strategy = strategy
+
+    @classmethod
+    def estimate(cls, examples, num_queries, **options):
+        cls.seen = options
+        return {"dollars": options["price"] * sum(num_queries)}
+
+    def score(self, example, keep):
+        return [Score(value=0.0, raw="{}") for _ in keep]
+
+
+def test_plan_gives_the_estimate_the_masking_options(tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "priced", f"{__name__}:_Priced")
+    config = _config(tmp_path, b'{"id": "a", "text": "one two three four"}', backend={"name": "priced", "price": 2.0},
+                     masking={"strategy": "mask_token", "mask_token": "___"}, b=3)
+    plan = plan_job(config)
+    assert _Priced.seen == {"price": 2.0, "strategy": "mask_token", "mask_token": "___"}
+    assert plan.estimate == {"dollars": 2.0 * plan.total_queries}
