@@ -51,7 +51,7 @@ def test_defaults_fill_everything_but_input_and_backend(tmp_path, minimal):
     ("change", "message"),
     [
         ({"input": {"path": "data.jsonl", "txt_field": "t"}},
-         "config: unknown key 'input.txt_field' (allowed: format, id_field, image_field, path, question_field, "
+         "config: unknown key 'input.txt_field' (allowed: documents_field, format, id_field, image_field, path, question_field, "
          "target_field, text_field)"),
         ({"budgets": 10}, "config: unknown key 'budgets' (allowed: "),
         ({"ray": {"num_actor": 2}}, "config: unknown key 'ray.num_actor'"),
