@@ -27,6 +27,7 @@ import fcntl
 import json
 import logging
 import math
+import os
 import sys
 import time
 import uuid
@@ -145,9 +146,14 @@ def run_job(config: JobConfig, *, limit: int | None = None) -> JobSummary:
 
 
 def _init_ray(address: str | None) -> bool:
-    """Connect to ``address`` (or start a local cluster) unless Ray is up; True if we started it."""
+    """Connect to ``address`` (else ``$RAY_ADDRESS``, else a new local cluster) unless Ray is up.
+
+    Returns True if this call connected. ``ray.init(address=None)`` would silently join a cluster
+    left behind by ``ray start --head``; "local" always starts a fresh one.
+    """
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     return True
 

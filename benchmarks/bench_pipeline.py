@@ -1,0 +1,441 @@
+"""Pipeline speed and scale (issue 3): the Ray job next to a plain loop, scorer scaling, driver memory.
+
+    python benchmarks/bench_pipeline.py              # all three cases, full size (~9 min on 2 busy cores)
+    python benchmarks/bench_pipeline.py --quick      # everything shrunk (70-90 s, mostly 4 Ray start-ups)
+    python benchmarks/bench_pipeline.py --case 2     # one case (repeatable)
+
+Cases:
+  1. The 100 reviews of at most 256 words in /work/shared/data/sentiment.csv, VADER, spex-hard b = 6,
+     200 held-out masks, fbii: the wall time of ``spex-ray run`` on a fresh local Ray cluster
+     (process start to exit, Ray start included) with 2 actors next to a plain single-process loop
+     over the same masks and batch size (VaderBackend.score, plan_method(...).fit, held-out R^2,
+     index conversion), also a fresh process. Target: job <= 1.2x the loop. The job's driver records
+     when Ray and the actors are up, when each batch is scored and each decode is done (whether
+     decoding overlapped scoring), and the CPU time of all its processes, which unlike the wall
+     time does not depend on how much of the shared machine the job got.
+  2. FakeBackend sleeping 50 ms per batch (a stand-in for GPU or network latency): queries/s with
+     1, 2, 4, 8 actors of 0.25 CPU each, four jobs in one driver process and one Ray cluster;
+     throughput is counted from "all actors up" to the last scored batch. Target: about linear.
+  3. Peak RSS of the driver process (``ru_maxrss``, one process per job) for 200 and 2,000 examples
+     (FakeBackend without sleep, n = 12, b = 3, a planted function). Target: no growth with the
+     number of examples.
+
+Jobs run in driver processes (``--driver``: ``pipelines.cli.main(["run", ...])`` plus timestamps)
+with ``ray.address: local``, so a cluster left by ``ray start`` is never joined; everything is
+written into a temporary folder. ``--quick`` figures are a smoke test: Ray and actor start-up
+dominate them. Prints one Markdown table per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTIMENT_CSV = Path("/work/shared/data/sentiment.csv")
+MAX_WORDS = 256
+VADER_BATCH = 256
+SLEEP_PER_BATCH_S = 0.05
+FAKE_BATCH = 128
+ACTOR_COUNTS = (1, 2, 4, 8)
+TERMS = [[[0, 1], 1.0], [[2], -0.5], [[3, 5], 0.7], [[4], 0.3]]
+SIZES = {
+    # name: (reviews, examples per actor in case 2, case 3 example counts)
+    "full": (100, 6, (200, 2000)),
+    "quick": (10, 1, (20, 200)),
+}
+
+
+# ---------------------------------------------------------------- the instrumented driver process
+
+def drive(spec_file: str) -> None:
+    """Run ``spex-ray run`` on each job of the spec in this process, with timestamps; write them as JSON.
+
+    Spec: ``{"jobs": [{"config", "output"}], "shared_cluster": bool, "result": path}``. With
+    ``shared_cluster`` one local Ray instance serves every job; otherwise each job starts its own.
+    Times are seconds since this function began.
+    """
+    began, began_epoch = time.perf_counter(), time.time()
+    spec = json.loads(Path(spec_file).read_text())
+
+    def clock() -> float:
+        return time.perf_counter() - began
+
+    import logging
+
+    import ray
+
+    from pipelines import actors, runner
+    from pipelines.cli import main
+
+    events: dict = {}
+    init_ray, pool_start, collect, decoded, shutdown = (
+        runner._init_ray, actors.ScorerPool.start, actors.ScorerPool.collect, runner._Job._decoded,
+        actors.ScorerPool.shutdown)
+
+    def timed_init_ray(address):
+        start = clock()
+        started = init_ray(address)
+        events["ray_start"] = [start, clock()]
+        return started
+
+    def timed_pool_start(self):
+        infos = pool_start(self)
+        events["pool_ready"] = clock()
+        events["maxrss_ready_mb"] = _maxrss_mb()
+        return infos
+
+    def timed_collect(self, ref):
+        result = collect(self, ref)
+        if result is not None and result.rows is not None:
+            events["scored"].append([clock(), result.rows.num_rows])
+        return result
+
+    def timed_decoded(self, ref, progress):
+        decoded(self, ref, progress)
+        events["decoded"].append(clock())
+
+    def measured_shutdown(self):
+        events["tree_cpu_s"] = _tree_cpu_s() - events["tree_cpu_begin_s"]
+        shutdown(self)
+
+    runner._init_ray = timed_init_ray
+    actors.ScorerPool.shutdown = measured_shutdown
+    actors.ScorerPool.start = timed_pool_start
+    actors.ScorerPool.collect = timed_collect
+    runner._Job._decoded = timed_decoded
+
+    if spec["shared_cluster"]:
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    jobs = []
+    for job in spec["jobs"]:
+        events.clear()
+        events.update(scored=[], decoded=[], begin=clock(), tree_cpu_begin_s=_tree_cpu_s())
+        cpu = time.process_time()
+        status = main(["run", job["config"], "--output", job["output"]])
+        events.update(end=clock(), status=status, rss_end_mb=_rss_mb(), maxrss_end_mb=_maxrss_mb(),
+                      driver_cpu_s=time.process_time() - cpu)
+        summary = Path(job["output"], "summary.json")
+        events["summary"] = json.loads(summary.read_text()) if summary.exists() else None
+        jobs.append(dict(events))
+    if spec["shared_cluster"]:
+        ray.shutdown()
+    Path(spec["result"]).write_text(json.dumps({"jobs": jobs, "began_epoch": began_epoch, "end": clock()}))
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + system, reaped children included) of this process and its live descendants:
+    the driver, Ray's processes it started, the actors and the decode workers."""
+    parents, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(ticks) for ticks in fields[11:15])
+    tree, frontier = set(), [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        tree.add(pid)
+        frontier.extend(child for child, parent in parents.items() if parent == pid and child not in tree)
+    return sum(cpu.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- the plain loop process
+
+def plain_loop(spec_file: str) -> None:
+    """Score and decode every example of a job config in this one process; write timings as JSON.
+
+    Same examples (``load_examples``), same masks and batches (the job's query layout: design,
+    held-out, full, empty), same backend class and settings, same fit, R^2 and index conversions.
+    """
+    began, began_epoch = time.perf_counter(), time.time()
+    spec = json.loads(Path(spec_file).read_text())
+
+    import numpy as np
+
+    from connectors.base import Example
+    from connectors.vader import VaderBackend
+    from pipelines.config import load_config
+    from pipelines.inputs import load_examples
+    from pipelines.method import MethodSpec
+    from pipelines.reduce import index_order
+    from spex_ray import plan_method
+    from spex_ray.faithfulness import faithfulness
+
+    config = load_config(spec["config"])
+    method = MethodSpec.from_config(config)
+    backend = VaderBackend(strategy=config.masking.strategy, mask_token=config.masking.mask_token)
+    batch = config.ray.batch_size
+    scoring = decoding = 0.0
+    queries, r2, errors = 0, [], 0
+    for example in load_examples(config):
+        if not isinstance(example, Example):
+            errors += 1
+            continue
+        plan = plan_method(config.method, example.n, budget=config.budget, b=config.b, t=config.t,
+                           seed=config.seed, max_order=config.max_order, refit=config.refit)
+        layout = method.layout(example.n, plan)
+        values = np.empty(layout.num_queries)
+        start_scoring = time.perf_counter()
+        for start in range(0, layout.num_queries, batch):
+            stop = min(start + batch, layout.num_queries)
+            values[start:stop] = [score.value for score in backend.score(example, layout.masks(start, stop))]
+        start_decoding = time.perf_counter()
+        fourier = plan.fit(values[: plan.num_queries]).with_feature_names(list(example.features))
+        r2.append(faithfulness(fourier, layout.holdout_masks(), values[layout.num_design : layout.full_id]))
+        for index in config.indices:
+            fourier.to(index, order=index_order(index, config.max_order))
+        decoding += time.perf_counter() - start_decoding
+        scoring += start_decoding - start_scoring
+        queries += layout.num_queries
+    finite = [value for value in r2 if np.isfinite(value)]
+    Path(spec["result"]).write_text(json.dumps({
+        "scoring_s": scoring, "decoding_s": decoding, "queries": queries, "examples": len(r2),
+        "errors": errors, "mean_r2": float(np.mean(finite)) if finite else None,
+        "cpu_s": time.process_time(), "began_epoch": began_epoch, "end": time.perf_counter() - began,
+    }))
+
+
+# ---------------------------------------------------------------- running the processes
+
+def run_process(mode: str, spec: dict, folder: Path, name: str) -> tuple[float, dict]:
+    """Run this file with ``--<mode> spec`` in a fresh interpreter; returns (wall seconds, its JSON).
+
+    The JSON gets ``offset``: seconds from launching the process to its clock zero (interpreter start).
+    """
+    spec = {**spec, "result": str(folder / f"{name}.result.json")}
+    spec_file = folder / f"{name}.spec.json"
+    spec_file.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start, launch_epoch = time.perf_counter(), time.time()
+    done = subprocess.run([sys.executable, __file__, f"--{mode}", str(spec_file)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0 or not Path(spec["result"]).exists():
+        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    result = json.loads(Path(spec["result"]).read_text())
+    result["offset"] = result["began_epoch"] - launch_epoch
+    for job in result.get("jobs", []):
+        if job["status"] != 0:
+            raise RuntimeError(f"{name}: spex-ray run exited with {job['status']}:\n{done.stderr[-4000:]}")
+    return wall, result
+
+
+def write_config(folder: Path, name: str, input_path: Path, backend: dict, *, b: int, ray: dict) -> Path:
+    """A job config (YAML) in ``folder``; a fresh local Ray instance unless the driver shares one."""
+    import yaml
+
+    config = {
+        "input": {"path": str(input_path), "text_field": "text", "id_field": "id"},
+        "featurizer": {"unit": "words", "max_features": MAX_WORDS},
+        "backend": backend,
+        "method": "spex-hard", "b": b, "t": 5, "refit": "ls", "indices": ["fbii"], "max_order": 2,
+        "holdout": 200, "seed": 0,
+        "ray": {"address": "local", **ray},
+        "progress": False,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_jsonl(path: Path, texts: list[str]) -> Path:
+    with open(path, "w") as handle:
+        for i, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"ex-{i:05d}", "text": text}) + "\n")
+    return path
+
+
+def synthetic_texts(count: int, words: int) -> list[str]:
+    return [" ".join(f"w{i}" for i in range(words))] * count
+
+
+def sentiment_reviews(count: int) -> list[str]:
+    """The first ``count`` reviews of at most MAX_WORDS words (column ``n``) in the shared data set."""
+    if not SENTIMENT_CSV.is_file():
+        raise SystemExit(f"bench_pipeline: {SENTIMENT_CSV} is missing; case 1 needs its 'review' and 'n' columns")
+    with open(SENTIMENT_CSV, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"review", "n"} <= set(rows[0]):
+        raise SystemExit(f"bench_pipeline: {SENTIMENT_CSV} must have columns 'review' and 'n'")
+    reviews = [row["review"] for row in rows if int(row["n"]) <= MAX_WORDS]
+    if len(reviews) < count:
+        raise SystemExit(f"bench_pipeline: {SENTIMENT_CSV} has {len(reviews)} reviews of <= {MAX_WORDS} "
+                         f"words, {count} needed")
+    return reviews[:count]
+
+
+def querylog_latency_s(output: str) -> float:
+    """Seconds the actors spent in backend calls (sum of the query log's per-row latency)."""
+    import pyarrow.compute as pc
+
+    from pipelines.parts import QUERY_LOG_DIR, read_parts
+    from spex_ray.schema import QUERY_LOG_SCHEMA
+
+    table = read_parts(Path(output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["latency_ms"])
+    return float(pc.sum(table.column("latency_ms")).as_py() or 0.0) / 1e3
+
+
+# ---------------------------------------------------------------- the cases
+
+def case_job_vs_loop(folder: Path, reviews: int, quick: bool) -> list[str]:
+    data = write_jsonl(folder / "reviews.jsonl", sentiment_reviews(reviews))
+    config = write_config(folder, "vader", data, {"name": "vader"}, b=6,
+                          ray={"num_actors": 2, "num_cpus_per_actor": 1, "batch_size": VADER_BATCH})
+    output = folder / "vader-out"
+    load_before = os.getloadavg()[0]
+    loop_wall, loop = run_process("loop", {"config": str(config)}, folder, "loop")
+    wall, driver = run_process("driver", {"jobs": [{"config": str(config), "output": str(output)}],
+                                          "shared_cluster": False}, folder, "vader")
+    job, offset = driver["jobs"][0], driver["offset"]
+    summary, last_score, decoded = job["summary"], job["scored"][-1][0], job["decoded"]
+    backend_s = querylog_latency_s(str(output))
+    ratio = wall / loop_wall
+    verdict = ("not judged at --quick size (start-up dominates)" if quick
+               else f"{'met' if ratio <= 1.2 else 'MISSED'} ({ratio:.2f}×)")
+    return [
+        f"### Case 1: spex-ray run vs a plain loop ({loop['examples']} reviews of <= {MAX_WORDS} words, VADER, "
+        f"spex-hard b=6, holdout 200, fbii, batch {VADER_BATCH}, 2 actors × 1 CPU)",
+        "",
+        "| run | wall | ÷ loop | scoring | decoding | start-up | last score → exit | CPU, all processes "
+        "| queries | mean R² |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| plain loop, 1 process | {loop_wall:.1f} s | 1.00× | {loop['scoring_s']:.1f} s "
+        f"| {loop['decoding_s']:.1f} s | {loop_wall - loop['scoring_s'] - loop['decoding_s']:.1f} s "
+        f"| — | {loop['cpu_s']:.1f} s | {loop['queries']:,} | {loop['mean_r2']:.4f} |",
+        f"| spex-ray run, fresh Ray | {wall:.1f} s | **{ratio:.2f}×** | {last_score - job['pool_ready']:.1f} s "
+        f"| overlapped | {offset + job['pool_ready']:.1f} s (Ray {job['ray_start'][1] - job['ray_start'][0]:.1f} s) "
+        f"| {wall - offset - last_score:.1f} s | {job['tree_cpu_s']:.1f} s (driver {job['driver_cpu_s']:.1f} s) "
+        f"| {summary['queries_sent']:,} | {summary['mean_faithfulness_r2']:.4f} |",
+        "",
+        f"Target job ≤ 1.2× loop: {verdict}. "
+        f"Overlap: {sum(1 for t in decoded if t <= last_score)} of {len(decoded)} decodes finished before the "
+        f"last scored batch; last score → last explanation {decoded[-1] - last_score:.2f} s → run_job returned "
+        f"(flush, actors and Ray shut down) {job['end'] - decoded[-1]:.2f} s → exit {wall - offset - job['end']:.2f} s. "
+        f"Actors up → last explanation: {decoded[-1] - job['pool_ready']:.1f} s "
+        f"({(decoded[-1] - job['pool_ready']) / loop_wall:.2f}× the loop). "
+        f"The actors spent {backend_s:.1f} s in backend calls (both summed) for the queries the loop scored "
+        f"in {loop['scoring_s']:.1f} s: {backend_s / loop['scoring_s']:.2f}× per query, same code and masks "
+        f"(above 1: the actors did not get a core each). The job used {job['tree_cpu_s'] / loop['cpu_s']:.2f}× "
+        f"the loop's CPU, {job['tree_cpu_s'] / (job['end'] - job['begin']):.2f} cores on average. "
+        f"Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+        f"Examples: {summary['examples_ok']} ok, {summary['examples_error']} error.",
+    ]
+
+
+def case_scaling(folder: Path, per_actor: int) -> list[str]:
+    backend = {"name": "fake", "terms": TERMS, "constant": 0.2, "sleep_per_batch_s": SLEEP_PER_BATCH_S}
+    jobs = []
+    for actors in ACTOR_COUNTS:
+        data = write_jsonl(folder / f"scaling-{actors}.jsonl", synthetic_texts(per_actor * actors, 64))
+        config = write_config(folder, f"scaling-{actors}", data, backend, b=6,
+                              ray={"num_actors": actors, "num_cpus_per_actor": 0.25, "batch_size": FAKE_BATCH})
+        jobs.append({"config": str(config), "output": str(folder / f"scaling-{actors}-out")})
+    _, driver = run_process("driver", {"jobs": jobs, "shared_cluster": True}, folder, "scaling")
+    for job, spec in zip(driver["jobs"], jobs):
+        job["output"] = spec["output"]
+    lines = [
+        f"### Case 2: scorer scaling (FakeBackend, {SLEEP_PER_BATCH_S * 1e3:.0f} ms sleep per batch of "
+        f"{FAKE_BATCH}, n=64, b=6, {per_actor} examples per actor, 0.25 CPU per actor, one Ray cluster)",
+        "",
+        "| actors | queries | all actors up → last score | queries/s | ideal q/s (k·B/sleep) | speed-up vs 1 "
+        "| scaling efficiency | of ideal | backend call (mean) | CPU, all processes (cores) | driver CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = None
+    for actors, job in zip(ACTOR_COUNTS, driver["jobs"]):
+        queries = sum(rows for _, rows in job["scored"])
+        seconds = job["scored"][-1][0] - job["pool_ready"]
+        rate = queries / seconds
+        base = base or rate
+        ideal = actors * FAKE_BATCH / SLEEP_PER_BATCH_S
+        call_ms = querylog_latency_s(job["output"]) / len(job["scored"]) * 1e3
+        lines.append(f"| {actors} | {queries:,} | {seconds:.2f} s | {rate:,.0f} | {ideal:,.0f} | {rate / base:.2f}× "
+                     f"| {rate / base / actors:.0%} | {rate / ideal:.0%} | {call_ms:.0f} ms "
+                     f"| {job['tree_cpu_s']:.1f} s ({job['tree_cpu_s'] / (job['end'] - job['begin']):.2f}) "
+                     f"| {job['driver_cpu_s']:.1f} s of {job['end'] - job['begin']:.1f} s |")
+    lines += ["", f"Load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
+    return lines
+
+
+def case_memory(folder: Path, counts: tuple[int, int]) -> list[str]:
+    backend = {"name": "fake", "terms": TERMS, "constant": 0.2}
+    rows = []
+    for count in counts:
+        data = write_jsonl(folder / f"memory-{count}.jsonl", synthetic_texts(count, 12))
+        config = write_config(folder, f"memory-{count}", data, backend, b=3,
+                              ray={"num_actors": 2, "num_cpus_per_actor": 1})
+        wall, driver = run_process("driver", {"jobs": [{"config": str(config), "output": str(folder / f"memory-{count}-out")}],
+                                              "shared_cluster": False}, folder, f"memory-{count}")
+        rows.append((count, wall, driver["jobs"][0]))
+    lines = [
+        "### Case 3: driver memory (FakeBackend, no sleep, n=12, b=3, holdout 200, 2 actors)",
+        "",
+        "| examples | queries | job (all actors up → end) | driver peak RSS at actors up | driver peak RSS at end "
+        "| growth during the job | RSS at end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for count, wall, job in rows:
+        lines.append(f"| {count:,} | {job['summary']['queries_sent']:,} | {job['end'] - job['pool_ready']:.1f} s "
+                     f"| {job['maxrss_ready_mb']:.0f} MB | {job['maxrss_end_mb']:.0f} MB "
+                     f"| {job['maxrss_end_mb'] - job['maxrss_ready_mb']:+.0f} MB | {job['rss_end_mb']:.0f} MB |")
+    (small, _, a), (large, _, b) = rows
+    lines.append(f"| **{large:,} / {small:,}** | | | | **{b['maxrss_end_mb'] / a['maxrss_end_mb']:.2f}×** | | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shrink every case (a smoke test, 70-90 s)")
+    parser.add_argument("--case", type=int, action="append", choices=(1, 2, 3), help="run only this case")
+    parser.add_argument("--driver", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.driver:
+        drive(args.driver)
+        return
+    if args.loop:
+        plain_loop(args.loop)
+        return
+    reviews, per_actor, counts = SIZES["quick" if args.quick else "full"]
+    cases = sorted(set(args.case or (1, 2, 3)))
+    if 1 in cases:
+        sentiment_reviews(reviews)  # fail before anything runs when the data is missing
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as temporary:
+        folder = Path(temporary)
+        for case in cases:
+            if case == 1:
+                lines = case_job_vs_loop(folder, reviews, args.quick)
+            elif case == 2:
+                lines = case_scaling(folder, per_actor)
+            else:
+                lines = case_memory(folder, counts)
+            print("\n".join(lines) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
