@@ -35,6 +35,10 @@ _RELATIVE_FLOOR = 1e-12
 #: coefficient's residual exceed any pure-noise threshold. A wrong support explains almost none
 #: of a bin (residual ≈ (1 − 1/(p + 1))·energy), so this cannot accept noise.
 _RELATIVE_RESIDUAL = 0.5
+#: The same bound when peeling as if the values were exact (the reference's "multi-detect" 0.9).
+_EXACT_RELATIVE_RESIDUAL = 0.9
+#: Peeling re-estimates the noise floor when it stalls, and goes on if it fell below this fraction.
+_NOISE_REFINEMENT = 0.5
 #: Peeling stops when the set of recovered supports has not grown for this many rounds.
 _STALL_ROUNDS = 14
 
@@ -42,11 +46,13 @@ _STALL_ROUNDS = 14
 class _Thresholds:
     """Energy thresholds of the zeroton, residual and amplitude tests (per bin-coefficient units)."""
 
-    def __init__(self, energy: np.ndarray, rows: int):
+    def __init__(self, energy: np.ndarray, rows: int, scale: float, exact: bool = False):
         # chdtri(k, q) is the χ²_k quantile at 1 − q (scipy.special: far lighter to import than scipy.stats).
         dof_quantile = chdtri(rows, 1 - _NOISE_QUANTILE) / rows
-        self.noise = float(np.quantile(energy, _NOISE_QUANTILE) / dof_quantile)
-        floor = _RELATIVE_FLOOR * float(energy.max(initial=0.0))
+        self.exact, self.scale = exact, scale
+        self.noise = 0.0 if exact else float(np.quantile(energy, _NOISE_QUANTILE) / dof_quantile)
+        self.relative = _EXACT_RELATIVE_RESIDUAL if exact else _RELATIVE_RESIDUAL
+        floor = _RELATIVE_FLOOR * scale
         self.zeroton = max(self.noise * chdtri(rows, _FALSE_ALARM) / rows, floor)
         self.residual = max(self.noise * chdtri(rows - 1, _FALSE_ALARM) / rows, floor)
         self.amplitude = max(self.noise * chdtri(1, _FALSE_ALARM) / rows, floor)
@@ -77,19 +83,47 @@ def decode(
     bins = fwht(values.reshape(size, groups, rows)) / size
     bins = np.ascontiguousarray(bins.transpose(1, 0, 2))  # (groups, 2^b, p + 1)
     energy = np.mean(bins**2, axis=2)
-    thresholds = _Thresholds(energy, rows)
-    flagged = energy > thresholds.zeroton
+    scale = float(energy.max(initial=0.0))
+    noise_aware = _Thresholds(energy, rows, scale)
+    found = _peel(design, bins.copy(), decoder, noise_aware, max_iterations)
+    if refit is None:
+        return _interactions(design, found)
+    candidates = [found]
+    if noise_aware.noise > 0.0:
+        # The noise floor is an estimate: on values denser than 2^b bins can separate it holds
+        # signal and stops peeling early. Also peel as if the values were exact (the reference's
+        # assumption) and keep the support whose least-squares fit predicts held-out folds best.
+        exact = _Thresholds(energy, rows, scale, exact=True)
+        candidates.append(_peel(design, bins.copy(), decoder, exact, max_iterations))
+    masks = design.masks()
+    supports = [list(dict.fromkeys([(), *candidate])) for candidate in candidates]
+    errors = [_cross_validated_error(fourier_features(masks, keys), values) for keys in supports]
+    best = supports[int(np.argmin(errors))]
+    return _interactions(design, _refit(design, masks, values, best, refit))
 
+
+def _peel(design: SpexDesign, bins: np.ndarray, decoder: Decoder, thresholds: _Thresholds, max_iterations: int) -> dict:
+    """The peeling loop on bin vectors (groups, 2^b, p + 1), modified in place; {support: F̂}."""
+    groups, rows = design.groups, design.p + 1
+    energy = np.mean(bins**2, axis=2)
+    flagged = energy > thresholds.zeroton
     found: dict[tuple[int, ...], float] = {}
     best_size, stalled = 0, 0
     for _ in range(max_iterations):
         group_idx, bin_idx = np.nonzero(flagged)
         flagged[:] = False
-        if len(group_idx) == 0:
-            break
-        supports, amplitudes, accepted = _detect(design, bins[group_idx, bin_idx], group_idx, bin_idx, decoder, thresholds)
+        accepted = np.zeros(0, dtype=bool)
+        if len(group_idx):
+            supports, amplitudes, accepted = _detect(design, bins[group_idx, bin_idx], group_idx, bin_idx, decoder, thresholds)
         if not accepted.any():
-            break
+            # Stalled. When the values are denser than 2^b bins can separate, the first noise
+            # estimate holds signal; re-estimate it from what peeling left and go on if it fell.
+            refined = _Thresholds(energy, rows, thresholds.scale, exact=thresholds.exact)
+            if refined.noise >= _NOISE_REFINEMENT * thresholds.noise:
+                break
+            thresholds = refined
+            flagged = energy > thresholds.zeroton
+            continue
         unique, inverse = np.unique(supports[accepted], axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         peeled = np.bincount(inverse, weights=amplitudes[accepted]) / np.bincount(inverse)
@@ -109,12 +143,24 @@ def decode(
             stalled += 1
             if stalled >= _STALL_ROUNDS:
                 break
-
     if () not in found:  # the constant is always reported: the zero bins' residual mean estimates it
         found[()] = float(np.mean(bins[:, 0, 0]))
-    if refit is not None:
-        found = _refit(design, values, list(found), refit)
+    return found
+
+
+def _interactions(design: SpexDesign, found: dict) -> Interactions:
     return Interactions({k: v for k, v in found.items() if v != 0.0}, n=design.n, index="fourier")
+
+
+def _cross_validated_error(features: np.ndarray, values: np.ndarray, folds: int = 5) -> float:
+    """Mean squared error of least squares on ``features`` over ``folds`` interleaved folds of the queries."""
+    fold = np.arange(len(values)) % folds
+    error = 0.0
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        coef = np.linalg.lstsq(features[train], values[train], rcond=None)[0]
+        error += float(np.sum((values[test] - features[test] @ coef) ** 2))
+    return error / len(values)
 
 
 def _detect(
@@ -149,7 +195,7 @@ def _acceptable(design, supports, amplitudes, residuals, vectors, group_idx, bin
     """The singleton tests: the support hashes to its bin, the residual is noise-sized, the amplitude is significant."""
     in_bin = design.bins(supports)[group_idx, np.arange(len(supports))] == bin_idx
     bin_energy = np.mean(vectors**2, axis=1)
-    small_residual = residuals <= np.maximum(thresholds.residual, _RELATIVE_RESIDUAL * bin_energy)
+    small_residual = residuals <= np.maximum(thresholds.residual, thresholds.relative * bin_energy)
     return in_bin & small_residual & (amplitudes**2 > thresholds.amplitude)
 
 
@@ -180,10 +226,9 @@ def _chase(design, vectors, group_idx, bin_idx, thresholds) -> tuple[np.ndarray,
     return supports[pick], amplitudes[pick], accepted[pick]
 
 
-def _refit(design: SpexDesign, values: np.ndarray, supports: list[tuple[int, ...]], method: str) -> dict:
-    """Re-estimate the coefficients of ``supports`` ∪ {∅} from all values (least squares or LassoCV)."""
-    keys = list(dict.fromkeys([(), *supports]))
-    features = fourier_features(design.masks(), keys)
+def _refit(design: SpexDesign, masks: np.ndarray, values: np.ndarray, keys: list[tuple[int, ...]], method: str) -> dict:
+    """Re-estimate the coefficients of ``keys`` from all values (least squares or LassoCV)."""
+    features = fourier_features(masks, keys)
     if method == "ls":
         coef = np.linalg.lstsq(features, values, rcond=None)[0]
     else:

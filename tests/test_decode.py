@@ -91,3 +91,18 @@ def test_bad_options_raise():
         decode(design, np.zeros(design.num_queries), "fuzzy")
     with pytest.raises(ValueError, match="refit"):
         decode(design, np.zeros(design.num_queries), refit="ridge")
+
+
+def test_refit_picks_the_better_support_when_values_are_denser_than_the_bins():
+    """20 AND terms of order ≤ 5 (170 Fourier terms) in 3 × 16 bins: the noise floor estimated
+    from the bins holds signal, so the refit also peels as if exact and keeps what predicts held-out
+    folds best. The reference SPEX reaches R² 0.85 (soft) on this function."""
+    n = 32
+    truth = planted_mobius(n, 20, 5, seed=0)
+    design = SpexDesign(n, 4)
+    values = evaluate_mobius(truth, design.masks())
+    plain = decode(design, values, "soft")
+    refit = decode(design, values, "soft", refit="ls")
+    r2_plain = held_out_r2(plain, lambda m: evaluate_mobius(truth, m), n, seed=3)
+    r2_refit = held_out_r2(refit, lambda m: evaluate_mobius(truth, m), n, seed=3)
+    assert r2_refit >= 0.9 and r2_refit > r2_plain + 0.1
