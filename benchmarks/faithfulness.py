@@ -307,9 +307,11 @@ def run_task(task: Task, suite: Suite, oracle: ReferenceOracle, use_shapiq: bool
         for b in task.bs:
             part = done.get((decoder, b))
             if part is None:
-                reason = status if status != "ok" else "error: no result"
-                add(f"ref-spex-{decoder}", b, budgets[b], "timeout" if status == "timeout" else reason,
-                    f"reference {status} after {suite.reference_timeout_s:.0f} s (hard decodes run first)")
+                if status == "timeout":
+                    add(f"ref-spex-{decoder}", b, budgets[b], "timeout",
+                        f"reference stopped after {suite.reference_timeout_s:.0f} s (hard decodes run first)")
+                else:
+                    add(f"ref-spex-{decoder}", b, budgets[b], status if status != "ok" else "error: no result")
                 continue
             terms = {tuple(k): v for k, v in part["recovered"] if v != 0.0}
             add(f"ref-spex-{decoder}", b, part["num_queries"], lambda terms=terms: Interactions(terms, task.n, "fourier"))

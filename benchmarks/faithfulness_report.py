@@ -152,6 +152,7 @@ def plot_r2(rows: list[dict], path: Path) -> str | None:
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
     colors = plt.get_cmap("tab20")
     for ax, group in zip(axes.flat, groups):
+        budgets = sorted({row["num_queries"] for row in rows if row["group"] == group and row["method"] == "spex-hard"})
         for i, method in enumerate(methods):
             points = {}
             for row in rows:
@@ -165,6 +166,8 @@ def plot_r2(rows: list[dict], path: Path) -> str | None:
             ax.plot(xs, np.clip(ys, -0.2, 1.0), style, marker="o", ms=3, color=colors(i), label=LABELS.get(method, method))
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if budgets:
+            ax.set_xticks(budgets, [f"{q:,}" for q in budgets], fontsize=8)
         ax.set_ylim(-0.22, 1.02)
         ax.set_title(group, fontsize=9)
         ax.set_xlabel("queries")
@@ -179,6 +182,6 @@ def plot_r2(rows: list[dict], path: Path) -> str | None:
     labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="lower center", ncol=min(7, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return None
