@@ -154,8 +154,8 @@ def _text_field(fields: dict[str, Any], name: str | None, required: bool = False
     return value
 
 
-def _documents(fields: dict[str, Any], name: str) -> list[Any]:
-    """The list of document records in field ``name`` (a JSON text in CSV files)."""
+def _json_list(fields: dict[str, Any], name: str, expected: str) -> list[Any]:
+    """The list in field ``name`` (a JSON text in CSV files); ``expected`` names its items for errors."""
     if name not in fields:
         raise ValueError(f"missing field {name!r}")
     value = fields[name]
@@ -163,25 +163,21 @@ def _documents(fields: dict[str, Any], name: str) -> list[Any]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError(f"field {name!r} must be a list of {{title, text}} records, got {value[:80]!r}") from None
+            raise ValueError(f"field {name!r} must be a list of {expected}, got {value[:80]!r}") from None
     if not isinstance(value, list):
-        raise ValueError(f"field {name!r} must be a list of {{title, text}} records, got {type(value).__name__}")
+        raise ValueError(f"field {name!r} must be a list of {expected}, got {type(value).__name__}")
     return value
+
+
+def _documents(fields: dict[str, Any], name: str) -> list[Any]:
+    """The list of document records in field ``name``."""
+    return _json_list(fields, name, "{title, text} records")
 
 
 def _spans(fields: dict[str, Any], name: str | None) -> list[tuple[int, int]] | None:
     if name is None:
         return None
-    if name not in fields:
-        raise ValueError(f"missing field {name!r}")
-    value = fields[name]
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(f"field {name!r} must be a list of [start, end] pairs, got {value!r}") from None
-    if not isinstance(value, list):
-        raise ValueError(f"field {name!r} must be a list of [start, end] pairs, got {value!r}")
+    value = _json_list(fields, name, "[start, end] pairs")
     return [tuple(span.values()) if isinstance(span, dict) else tuple(span) for span in value]
 
 
