@@ -24,7 +24,7 @@ from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
 from pipelines.backends import execution_options
 from spex_ray.interactions import INDICES
-from spex_ray.methods import METHODS
+from spex_ray.methods import METHODS, TREE_LIBRARIES
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
@@ -117,11 +117,12 @@ class JobConfig:
     backend: dict[str, Any]
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
-    method: str = "spex-hard"
+    method: str = "spex-hybrid"
     budget: int | None = None
     b: int | None = None
     t: int = 5
     refit: str | None = "ls"
+    trees: str = "lightgbm"
     indices: list[str] = field(default_factory=lambda: ["fbii"])
     max_order: int = 2
     holdout: int = 200
@@ -293,6 +294,8 @@ def _check(config: JobConfig) -> None:
     _one_of("input.format", config.input.format, FORMATS, optional=True)
     _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES))
     _one_of("method", config.method, METHODS)
+    _one_of("trees", config.trees, TREE_LIBRARIES)
+    _one_of("refit", config.refit, ("ls", "lasso"), optional=True)
     if config.featurizer.unit == PATCHES:
         _check_patches(config)
     else:

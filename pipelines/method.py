@@ -24,6 +24,7 @@ class MethodSpec:
     refit: str | None
     holdout: int
     indices: tuple[str, ...]
+    trees: str = "lightgbm"
 
     @classmethod
     def from_config(cls, config: JobConfig) -> MethodSpec:
@@ -35,6 +36,7 @@ class MethodSpec:
             seed=config.seed,
             max_order=config.max_order,
             refit=config.refit,
+            trees=config.trees,
             holdout=config.holdout,
             indices=tuple(config.indices),
         )
@@ -47,7 +49,7 @@ class MethodSpec:
         """The method's plan for ``n`` features; ValueError with the reason when there is none."""
         return plan_method(
             self.method, n, budget=self.budget, b=self.b, t=self.t,
-            seed=self.seed, max_order=self.max_order, refit=self.refit,
+            seed=self.seed, max_order=self.max_order, refit=self.refit, trees=self.trees,
         )
 
     def layout(self, n: int, plan: MethodPlan | None = None) -> QueryLayout:

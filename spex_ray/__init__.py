@@ -9,7 +9,7 @@ Pure numpy/scipy; usable alone with any Python value function::
 Masks are bool rows, **True = feature kept**, False = masked.
 """
 
-from spex_ray.decode import decode
+from spex_ray.peeling import decode
 from spex_ray.design import SpexDesign, UniformDesign, design_from_params, spex_num_queries
 from spex_ray.explain import explain
 from spex_ray.faithfulness import faithfulness, uniform_masks

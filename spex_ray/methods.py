@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spex_ray.decode import decode
 from spex_ray.design import SpexDesign, UniformDesign, spex_num_queries
 from spex_ray.interactions import Interactions
+from spex_ray.peeling import decode
 
-MethodName = Literal["spex", "spex-hard", "spex-soft", "proxyspex", "lasso", "faith-banzhaf"]
-METHODS: tuple[str, ...] = ("spex", "spex-hard", "spex-soft", "proxyspex", "lasso", "faith-banzhaf")
+MethodName = Literal["spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf"]
+METHODS: tuple[str, ...] = ("spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf")
+#: Tree libraries of spex-hybrid and proxyspex (``spex_ray.trees``, imported only when fitting).
+TREE_LIBRARIES: tuple[str, ...] = ("lightgbm", "sklearn")
 #: b used when neither a budget nor b is given.
 DEFAULT_B = 6
 
@@ -40,6 +42,10 @@ class MethodPlan:
 
     def fit(self, values: np.ndarray) -> Interactions:
         """Fourier-basis interactions from float values (num_queries,) in query-id order."""
+        if self.method == "spex-hybrid":
+            from spex_ray.hybrid import fit_spex_hybrid  # imports scikit-learn and the tree library
+
+            return fit_spex_hybrid(self.design, values, backend=self.options["trees"])
         if self.method.startswith("spex"):
             decoder = "hard" if self.method == "spex-hard" else "soft"
             return decode(self.design, values, decoder, refit=self.options["refit"])
@@ -53,7 +59,7 @@ class MethodPlan:
             return baselines.fit_lasso(masks, values, order=self.options["order"], seed=self.design.seed)
         if self.method == "faith-banzhaf":
             return baselines.fit_faith_banzhaf(masks, values, order=self.options["order"])
-        return baselines.fit_proxyspex(masks, values, seed=self.design.seed)
+        return baselines.fit_proxyspex(masks, values, seed=self.design.seed, backend=self.options["trees"])
 
 
 def plan_method(
@@ -67,14 +73,20 @@ def plan_method(
     seed: int = 0,
     max_order: int = 2,
     refit: str | None = "ls",
+    trees: str = "lightgbm",
 ) -> MethodPlan:
     """Plan ``method`` for an example of ``n`` features.
 
     SPEX methods take ``b`` or, failing that, the largest design that fits ``budget`` (default
     b = 6). Uniform-mask methods (lasso, faith-banzhaf, proxyspex) use ``budget`` queries or, when
     only ``b`` is given, as many as SPEX would at that b (equal-budget comparisons).
-    ``max_order`` caps the order of the regression baselines (1 or 2); ``refit`` applies to SPEX.
+    ``max_order`` caps the order of the regression baselines (1 or 2); ``refit`` applies to
+    spex, spex-hard and spex-soft; ``trees`` ("lightgbm" or "sklearn") is the tree library of
+    spex-hybrid (soft decoding, SPEX's support plus tree terms chosen by cross-validation, least-
+    squares refit; see ``spex_ray.hybrid``) and proxyspex.
     """
+    if trees not in TREE_LIBRARIES:
+        raise ValueError(f"trees must be one of {', '.join(TREE_LIBRARIES)}, got {trees!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if n < 1:
@@ -88,8 +100,10 @@ def plan_method(
             design = SpexDesign.for_budget(n, budget, t, groups, seed)
         else:
             design = SpexDesign(n, DEFAULT_B, t, groups, seed)
+        if method == "spex-hybrid":
+            return MethodPlan(method, design, {"trees": trees})
         return MethodPlan(method, design, {"refit": refit})
     if budget is None:
         budget = spex_num_queries(n, DEFAULT_B if b is None else b, t, groups)
-    options = {"order": min(max(max_order, 1), 2)} if method in ("lasso", "faith-banzhaf") else {}
+    options = {"order": min(max(max_order, 1), 2)} if method in ("lasso", "faith-banzhaf") else {"trees": trees}
     return MethodPlan(method, UniformDesign(n, budget, seed), options)

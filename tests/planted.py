@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spex_ray.decode import fourier_features
+from spex_ray.refit import fourier_features
 
 
 def random_supports(n: int, count: int, max_order: int, rng: np.random.Generator) -> list[tuple[int, ...]]:

@@ -1,6 +1,5 @@
 """Baselines: LASSO, Faith-Banzhaf and ProxySPEX on planted functions; exact tree -> Fourier."""
 
-import importlib.util
 import itertools
 import time
 
@@ -8,7 +7,8 @@ import numpy as np
 import pytest
 
 from spex_ray import baselines
-from spex_ray.baselines import TreeArrays, fit_faith_banzhaf, fit_lasso, fit_proxyspex, tree_fourier
+from spex_ray.baselines import fit_faith_banzhaf, fit_lasso, fit_proxyspex
+from spex_ray.trees import TreeArrays, tree_backend, tree_fourier
 from spex_ray.faithfulness import faithfulness, uniform_masks
 from spex_ray.interactions import Interactions
 
@@ -150,12 +150,10 @@ def test_tree_fourier_of_single_leaf_trees_is_constant():
 
 @pytest.mark.parametrize("backend", ["sklearn", "lightgbm"])
 def test_tree_fourier_reproduces_the_fitted_ensemble(backend):
-    if backend == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
-        pytest.skip("lightgbm not installed")
     n = 30
     masks = uniform_masks(n, 500, seed=13)
     values = and_function(n, seed=14)(masks) + np.random.default_rng(15).normal(0.0, 0.1, 500)
-    trees = baselines._tree_backend(backend)
+    trees = tree_backend(backend)
     model = trees.fit(masks.astype(np.float64), values, depth=5, learning_rate=0.1, n_estimators=60, seed=0)
     keys, coef, constant = tree_fourier(trees.read(model), n)
     fit = Interactions({(): constant, **{tuple(int(i) for i in k if i < n): c for k, c in zip(keys, coef)}}, n)
@@ -188,16 +186,6 @@ def test_proxyspex_on_a_constant_function_is_constant():
     masks = uniform_masks(8, 50, seed=22)
     fit = fit_proxyspex(masks, np.full(50, 1.25), max_depth=2, n_estimators=10)
     assert dict(fit) == {(): 1.25}
-
-
-def test_lightgbm_backend_without_lightgbm_names_the_extra(monkeypatch):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real_find_spec(name, *a)
-    )
-    masks = uniform_masks(8, 50, seed=23)
-    with pytest.raises(ImportError, match=r"pip install 'spex-ray\[lightgbm\]'"):
-        fit_proxyspex(masks, masks.sum(axis=1).astype(float), backend="lightgbm")
 
 
 MASKS = uniform_masks(6, 40, seed=24)

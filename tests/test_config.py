@@ -43,7 +43,8 @@ def test_defaults_fill_everything_but_input_and_backend(tmp_path, minimal):
     config = load_config(_write(tmp_path, minimal))
     assert config.input.path == str(tmp_path / "data.jsonl")
     assert (config.input.text_field, config.input.id_field) == ("text", "id")
-    assert (config.featurizer.unit, config.masking.strategy, config.method) == ("words", "remove", "spex-hard")
+    assert (config.featurizer.unit, config.masking.strategy, config.method) == ("words", "remove", "spex-hybrid")
+    assert (config.refit, config.trees) == ("ls", "lightgbm")
     assert config.indices == ["fbii"] and config.seed == 0 and config.progress is True
 
 
@@ -60,6 +61,8 @@ def test_defaults_fill_everything_but_input_and_backend(tmp_path, minimal):
         ({"ray": 3}, "config: 'ray' must be a mapping, got int"),
         ({"holdout": True}, "config: 'holdout' must be an integer, got True"),
         ({"method": "spexx"}, "config: 'method' must be one of"),
+        ({"trees": "xgboost"}, "config: 'trees' must be one of lightgbm, sklearn"),
+        ({"refit": "ridge"}, "config: 'refit' must be one of ls, lasso"),
         ({"indices": ["fbii", "shap"]}, "config: 'indices[1]' must be one of"),
         ({"indices": "fbii"}, "config: 'indices' must be a list, got 'fbii'"),
         ({"budget": 1000, "b": 4}, "config: set either 'budget' or 'b', not both"),

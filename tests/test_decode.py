@@ -106,3 +106,17 @@ def test_refit_picks_the_better_support_when_values_are_denser_than_the_bins():
     r2_plain = held_out_r2(plain, lambda m: evaluate_mobius(truth, m), n, seed=3)
     r2_refit = held_out_r2(refit, lambda m: evaluate_mobius(truth, m), n, seed=3)
     assert r2_refit >= 0.9 and r2_refit > r2_plain + 0.1
+
+
+def test_refit_adds_all_single_feature_terms_when_they_predict_better():
+    """A dense first-order function (every one of 200 features matters, 200 terms in 3 × 16 bins)
+    with noise: peeling finds a few terms; least squares on every single-feature term, which the
+    2,208 values can afford, recovers the rest."""
+    n = 200
+    weights = np.random.default_rng(5).normal(0.0, 1.0, n)
+    truth = {(i,): float(w) for i, w in enumerate(weights)}
+    design = SpexDesign(n, 4)
+    values = evaluate_fourier(truth, design.masks()) + np.random.default_rng(6).normal(0.0, 1.0, design.num_queries)
+    plain = held_out_r2(decode(design, values, "soft"), lambda m: evaluate_fourier(truth, m), n)
+    refit = held_out_r2(decode(design, values, "soft", refit="ls"), lambda m: evaluate_fourier(truth, m), n)
+    assert refit >= 0.95 and plain < 0.5

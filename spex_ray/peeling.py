@@ -1,4 +1,4 @@
-"""SPEX decoding: binned Walsh–Hadamard transforms, BCH singleton detection, peeling, refit.
+"""SPEX decoding: binned Walsh–Hadamard transforms, BCH singleton detection and peeling.
 
 ``decode(design, values)`` recovers a sparse Fourier transform F̂ (f(x) = Σ_k F(k)(−1)^{⟨k,x⟩},
 x True = kept) from the values of the design's queries. Every step is vectorised across bins:
@@ -18,10 +18,11 @@ from scipy.special import chdtri
 
 from spex_ray.design import SpexDesign
 from spex_ray.interactions import Interactions
+from spex_ray.refit import Refit, Support, choose_support, cross_validated_error, fourier_features, with_singles
+from spex_ray.refit import refit as refit_support
 from spex_ray.wht import fwht
 
 Decoder = Literal["hard", "soft"]
-Refit = Literal["ls", "lasso"] | None
 
 #: Quantile of the bin energies used to estimate the noise floor (bins that hold only noise are
 #: at least this common whenever peeling can succeed).
@@ -71,35 +72,55 @@ def decode(
     ``values`` float (design.num_queries,), in query-id order (``design.masks()``). ``decoder``:
     "hard" (sign decisions only) or "soft" (adds a Chase search over the t least reliable parity
     bits, and their complements, when hard decoding fails). ``refit``: None (peeled amplitudes),
-    "ls" (least squares of all values on the recovered support) or "lasso" (scikit-learn LassoCV).
-    Returns ``Interactions`` with index "fourier"; ``()`` holds F(∅).
+    "ls" (least squares of all values on the support chosen by ``select_peeled_support``) or
+    "lasso" (scikit-learn LassoCV on it). Returns ``Interactions`` with index "fourier"; ``()``
+    holds F(∅).
     """
-    values = _check_values(values, design.num_queries)
     if decoder not in ("hard", "soft"):
         raise ValueError(f"decoder must be 'hard' or 'soft', got {decoder!r}")
     if refit not in (None, "ls", "lasso"):
         raise ValueError(f"refit must be None, 'ls' or 'lasso', got {refit!r}")
+    values = check_values(values, design.num_queries)
+    peeled = peel_candidates(design, values, decoder, max_iterations=max_iterations)
+    if refit is None:
+        return _interactions(design, peeled[0])
+    masks = design.masks()
+    keys, _ = select_peeled_support(masks, values, peeled, design.n)
+    return _interactions(design, refit_support(masks, values, keys, refit, design.seed))
+
+
+def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *, max_iterations: int = 100) -> list[dict]:
+    """Peeled transforms {support: F̂} of checked ``values``: first with the estimated noise floor;
+    then, when that floor is above zero, peeled again as if the values were exact (the
+    reference's assumption) — on values denser than 2^b bins can separate the estimate holds
+    signal and stops peeling early."""
     groups, rows, size = design.groups, design.p + 1, 1 << design.b
     bins = fwht(values.reshape(size, groups, rows)) / size
     bins = np.ascontiguousarray(bins.transpose(1, 0, 2))  # (groups, 2^b, p + 1)
     energy = np.mean(bins**2, axis=2)
     scale = float(energy.max(initial=0.0))
     noise_aware = _Thresholds(energy, rows, scale)
-    found = _peel(design, bins.copy(), decoder, noise_aware, max_iterations)
-    if refit is None:
-        return _interactions(design, found)
-    candidates = [found]
+    peeled = [_peel(design, bins.copy(), decoder, noise_aware, max_iterations)]
     if noise_aware.noise > 0.0:
-        # The noise floor is an estimate: on values denser than 2^b bins can separate it holds
-        # signal and stops peeling early. Also peel as if the values were exact (the reference's
-        # assumption) and keep the support whose least-squares fit predicts held-out folds best.
         exact = _Thresholds(energy, rows, scale, exact=True)
-        candidates.append(_peel(design, bins.copy(), decoder, exact, max_iterations))
-    masks = design.masks()
-    supports = [list(dict.fromkeys([(), *candidate])) for candidate in candidates]
-    errors = [_cross_validated_error(fourier_features(masks, keys), values) for keys in supports]
-    best = supports[int(np.argmin(errors))]
-    return _interactions(design, _refit(design, masks, values, best, refit))
+        peeled.append(_peel(design, bins, decoder, exact, max_iterations))
+    return peeled
+
+
+def select_peeled_support(masks: np.ndarray, values: np.ndarray, peeled: list[dict], n: int) -> tuple[Support, float]:
+    """The support (with the constant) to refit, and its cross-validated error (``refit.choose_support``).
+
+    Candidates: each peeled support; then the best of them plus every single-feature term, when
+    there are at least twice as many values as terms — peeling misses first-order terms that
+    are too small for their bins' noise floor, and least squares on all values can still see them.
+    """
+    best, error = choose_support(masks, values, [list(dict.fromkeys([(), *found])) for found in peeled])
+    wider = with_singles(best, n)
+    if len(wider) > len(best) and len(values) >= 2 * len(wider):
+        wider_error = cross_validated_error(fourier_features(masks, wider), values)
+        if wider_error < error:
+            return wider, wider_error
+    return best, error
 
 
 def _peel(design: SpexDesign, bins: np.ndarray, decoder: Decoder, thresholds: _Thresholds, max_iterations: int) -> dict:
@@ -150,17 +171,6 @@ def _peel(design: SpexDesign, bins: np.ndarray, decoder: Decoder, thresholds: _T
 
 def _interactions(design: SpexDesign, found: dict) -> Interactions:
     return Interactions({k: v for k, v in found.items() if v != 0.0}, n=design.n, index="fourier")
-
-
-def _cross_validated_error(features: np.ndarray, values: np.ndarray, folds: int = 5) -> float:
-    """Mean squared error of least squares on ``features`` over ``folds`` interleaved folds of the queries."""
-    fold = np.arange(len(values)) % folds
-    error = 0.0
-    for k in range(folds):
-        train, test = fold != k, fold == k
-        coef = np.linalg.lstsq(features[train], values[train], rcond=None)[0]
-        error += float(np.sum((values[test] - features[test] @ coef) ** 2))
-    return error / len(values)
 
 
 def _detect(
@@ -226,36 +236,8 @@ def _chase(design, vectors, group_idx, bin_idx, thresholds) -> tuple[np.ndarray,
     return supports[pick], amplitudes[pick], accepted[pick]
 
 
-def _refit(design: SpexDesign, masks: np.ndarray, values: np.ndarray, keys: list[tuple[int, ...]], method: str) -> dict:
-    """Re-estimate the coefficients of ``keys`` from all values (least squares or LassoCV)."""
-    features = fourier_features(masks, keys)
-    if method == "ls":
-        coef = np.linalg.lstsq(features, values, rcond=None)[0]
-    else:
-        try:
-            from sklearn.linear_model import LassoCV
-            from sklearn.model_selection import KFold
-        except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
-            raise ImportError("refit='lasso' needs scikit-learn: pip install scikit-learn") from err
-        model = LassoCV(cv=KFold(5, shuffle=True, random_state=design.seed), fit_intercept=False)
-        coef = model.fit(features, values).coef_
-    return {k: float(c) for k, c in zip(keys, coef)}
-
-
-def fourier_features(masks: np.ndarray, supports: list[tuple[int, ...]]) -> np.ndarray:
-    """float (Q, S): (−1)^{⟨k, x⟩} for masks bool (Q, n) (True = kept) and supports k (tuples of indices)."""
-    width = max((len(k) for k in supports), default=0)
-    padded = np.full((len(supports), max(width, 1)), masks.shape[1], dtype=np.int64)
-    for row, k in enumerate(supports):
-        padded[row, : len(k)] = k
-    extended = np.concatenate([masks, np.zeros((len(masks), 1), dtype=bool)], axis=1)
-    parity = np.zeros((len(masks), len(supports)), dtype=np.uint8)
-    for column in range(padded.shape[1]):
-        parity ^= extended[:, padded[:, column]]
-    return 1.0 - 2.0 * parity
-
-
-def _check_values(values, expected: int) -> np.ndarray:
+def check_values(values, expected: int) -> np.ndarray:
+    """``values`` as float64 (expected,); ValueError when the count is wrong or any is not finite."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if len(values) != expected:
         hint = " (for a nested design at a smaller b, pass values[:design.num_queries])" if len(values) > expected else ""
