@@ -35,7 +35,7 @@ def test_demo_config_loads_with_its_package_input():
     config = load_config(DEMO)
     assert isinstance(config, JobConfig)
     assert config.input.path == "package://connectors/data/demo_reviews.jsonl" and config.input.format == "jsonl"
-    assert config.backend == {"name": "vader"} and config.method == "spex-hard" and config.b == 4
+    assert config.backend == {"name": "vader"} and config.method == "spex-hybrid" and config.b == 4
     assert config.ray.num_actors == 2 and config.holdout == 200
 
 
