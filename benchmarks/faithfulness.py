@@ -17,7 +17,7 @@ For each example and budget (the SPEX query count C·(p+1)·2^b at each b) it me
 Methods: spex-ray SPEX hard/soft decoding, refit None or "ls"; spex-hybrid (the pipeline's default:
 SPEX's support plus boosted-tree terms, chosen by nested cross-validation on the same queries); the reference SPEX
 (sparse-transform 0.2.1, hard and soft, no refit — the released package's behaviour) on its own
-masks through ``reference_oracle``; ProxySPEX (spex-ray's, LightGBM trees when installed); LASSO and
+masks through ``reference_oracle``; ProxySPEX (spex-ray's, LightGBM trees); LASSO and
 Faith-Banzhaf of order 1 and 2 (order 2 only while the design has at most ``ORDER2_MAX_ENTRIES``
 entries); KernelSHAP (shapiq, in the bench venv, on its own masks); a LIME-style kernel-weighted
 ridge on uniform masks. Uniform-mask methods share one nested set of uniform masks; spex-ray's

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 QUERY_LOG_DIR = "querylog"
 EXPLANATIONS_DIR = "explanations"
+TARGETS_DIR = "targets"
 PART_GLOB = "part-*.parquet"
 TEMP_PREFIX = ".tmp-"
 

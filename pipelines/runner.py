@@ -17,6 +17,8 @@ Output folder::
 
     job.json          the result-relevant config and its hash (a changed config is refused)
     querylog/         part-*.parquet, QUERY_LOG_SCHEMA
+    targets/          part-*.parquet, TARGETS_SCHEMA: targets the backend made (written before the
+                      queries scored against them, so a resumed example keeps its target)
     explanations/     part-*.parquet, EXPLANATION_SCHEMA, config/versions/backend in metadata
     summary.json      the last run's summary, with the scorer actors' nodes
 """
@@ -50,11 +52,19 @@ from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.layout import QueryLayout
 from pipelines.metadata import file_metadata, library_versions
 from pipelines.method import MethodSpec
-from pipelines.parts import EXPLANATIONS_DIR, QUERY_LOG_DIR, TEMP_PREFIX, PartWriter, group_by_example, read_parts
+from pipelines.parts import (
+    EXPLANATIONS_DIR,
+    QUERY_LOG_DIR,
+    TARGETS_DIR,
+    TEMP_PREFIX,
+    PartWriter,
+    group_by_example,
+    read_parts,
+)
 from pipelines.ratelimit import attach_shared_limiter, takes_shared_limiter
 from pipelines.reduce import error_rows, failed_queries_message, rows_to_batch
 from pipelines.usage import Usage
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK
+from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK, TARGETS_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +218,8 @@ class _Job:
         self.identity: dict[str, Any] = {}
         self.fingerprints_written: set[str] = set()
         self.querylog: PartWriter | None = None
+        self.targets: PartWriter | None = None
+        self.known_targets: dict[str, str] = {}
         self.explanations: PartWriter | None = None
 
     def run(self) -> JobSummary:
@@ -220,6 +232,9 @@ class _Job:
         name = self.config.backend["name"]
         cls = backend_class(name)
         self.makes_targets = callable(getattr(cls, "target", None))
+        if self.makes_targets:
+            made = read_parts(self.output / TARGETS_DIR, TARGETS_SCHEMA, exclude_examples=finished)
+            self.known_targets = dict(zip(*(made.column(c).to_pylist() for c in TARGETS_SCHEMA.names)))
         spec = self._backend_spec(name)
         if takes_shared_limiter(cls, spec):
             self.usage.add(read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["raw"]).column("raw"))
@@ -239,6 +254,8 @@ class _Job:
             self.identity = infos[0]["backend"]
             self.querylog = PartWriter(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id,
                                        {"spex_ray.config_hash": self.config.result_hash()})
+            if self.makes_targets:
+                self.targets = PartWriter(self.output / TARGETS_DIR, TARGETS_SCHEMA, self.run_id)
             self.explanations = PartWriter(self.output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA, self.run_id,
                                            file_metadata(self.config, self.identity))
             total = count_records(self.config.input)
@@ -344,7 +361,9 @@ class _Job:
         except ValueError as err:
             self._write(error_rows(item, self.spec, f"cannot plan {self.spec.method}: {err}"), progress)
             return
-        if self.makes_targets and item.target is None:
+        if self.makes_targets and item.target is None and item.example_id in self.known_targets:
+            item = replace(item, target=self.known_targets.pop(item.example_id))
+        elif self.makes_targets and item.target is None:
             self.awaiting[item.example_id] = (layout, logged)
             self.target_queue.append(TargetCall(item))
             return
@@ -359,6 +378,8 @@ class _Job:
             return
         if result.target is not None:
             example = replace(example, target=result.target)
+            self.targets.append(pa.RecordBatch.from_pydict(
+                {"example_id": [example.example_id], "target": [result.target]}, schema=TARGETS_SCHEMA))
         self._begin(example, layout, logged, progress)
 
     def _begin(self, example: Example, layout: QueryLayout, logged: pa.Table | None, progress: tqdm) -> None:
@@ -466,7 +487,9 @@ class _Job:
         progress.update(1)
 
     def _flush(self) -> None:
-        """Query log first, then explanations; each a new atomic part."""
+        """Targets, then the query log scored against them, then explanations; each a new atomic part."""
+        if self.targets is not None:
+            self.targets.flush()
         if self.querylog is not None:
             self.querylog.flush()
         if self.explanations is not None:

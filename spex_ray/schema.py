@@ -1,7 +1,10 @@
-"""Arrow schemas of the two tables a job writes: the query log and the explanation rows.
+"""Arrow schemas of the tables a job writes: the query log, the targets and the explanation rows.
 
 Query log: one row per scored query ``(example_id, query_id)``. Masks are not stored: they are a
 deterministic function of the example's design parameters and ``query_id``.
+
+Targets: one row per example whose target the backend made (e.g. an open model's own answer to
+the unmasked input); a resumed job scores the rest of its queries against the same target.
 
 Explanations: one row per example and interaction index. ``interactions`` holds
 ``(features, value)`` pairs sorted by ``|value|``, descending; ``features`` are sorted feature
@@ -22,6 +25,13 @@ QUERY_LOG_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("latency_ms", pa.float32()),
+    ]
+)
+
+TARGETS_SCHEMA = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
     ]
 )
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import ray
 import yaml
@@ -19,9 +20,9 @@ from connectors.base import build_backend  # noqa: E402
 from pipelines.backends import backend_options  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.inputs import load_examples  # noqa: E402
-from pipelines.parts import read_parts  # noqa: E402
+from pipelines.parts import PartWriter, read_parts  # noqa: E402
 from pipelines.runner import run_job  # noqa: E402
-from spex_ray.schema import EXPLANATION_SCHEMA  # noqa: E402
+from spex_ray.schema import EXPLANATION_SCHEMA, TARGETS_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOTPOTQA = ROOT / "configs" / "hotpotqa-vllm.yaml"
@@ -65,5 +66,26 @@ def test_the_generated_answer_is_the_target_of_every_query_and_a_rerun_scores_no
             assert row["target"] == target and target
             assert row["full_value"] == pytest.approx(full, abs=1e-4)
 
+    made = read_parts(tmp_path / "out" / "targets", TARGETS_SCHEMA).to_pylist()
+    assert {(row["example_id"], row["target"]) for row in made} == {(r["example_id"], r["target"]) for r in rows}
+
     rerun = run_job(_config(model, tmp_path / "out"), limit=EXAMPLES)
     assert (rerun.queries_sent, rerun.examples_skipped) == (0, EXAMPLES)
+
+
+def test_a_resumed_example_keeps_the_target_its_logged_queries_were_scored_against(tmp_path):
+    """Sampling (or a changed kernel) can make a second generation differ: a resumed example must
+    use the logged target, not generate one again."""
+    model = save_tiny_llama(tmp_path / "model")
+    config = _config(model, tmp_path / "out")
+    first = next(iter(load_examples(config, 1)))
+    logged = PartWriter(tmp_path / "out" / "targets", TARGETS_SCHEMA, "earlier-run")
+    logged.append(pa.RecordBatch.from_pydict({"example_id": [first.example_id], "target": ["Paris"]}, schema=TARGETS_SCHEMA))
+    logged.flush()
+
+    summary = run_job(config, limit=EXAMPLES)
+    assert summary.examples_ok == EXAMPLES
+    rows = read_parts(tmp_path / "out" / "explanations", EXPLANATION_SCHEMA).to_pylist()
+    targets = {row["example_id"]: row["target"] for row in rows}
+    assert targets[first.example_id] == "Paris"
+    assert len(targets) == EXAMPLES and all(targets.values())
