@@ -65,9 +65,10 @@ def test_prefix_errors_equal_separate_least_squares_fits():
     assert np.allclose(_prefix_errors(train_x, train_y, test_x, test_y, widths), expected, rtol=1e-6)
 
 
-def test_tree_terms_offered_grow_by_doubling_up_to_an_eighth_of_the_queries():
+def test_tree_terms_offered_grow_by_doubling_up_to_an_eighth_of_the_queries_and_1024():
     assert tree_term_counts(2208) == [8, 16, 32, 64, 128, 256]
     assert tree_term_counts(63) == []
+    assert tree_term_counts(100_000)[-1] == 1024
 
 
 def test_plan_records_the_tree_library_and_rejects_unknown_ones():
