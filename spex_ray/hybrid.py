@@ -1,7 +1,7 @@
 """SPEX with a tree proxy: SPEX's coded queries, with a second source of support from boosted trees.
 
 ``fit_spex_hybrid(design, values)`` spends no query beyond the design's. Candidate supports,
-compared by the same interleaved 5-fold cross-validated squared error (``refit.fold_of``):
+compared by the same 5-fold cross-validated squared error (folds of whole delays, ``refit.delay_folds``):
 
 1. SPEX's own (``peeling.select_peeled_support``): the peeled supports, with all single-feature
    terms when least squares can afford them;
@@ -25,7 +25,7 @@ import scipy.linalg
 from spex_ray.design import SpexDesign
 from spex_ray.interactions import Interactions
 from spex_ray.peeling import Decoder, check_values, peel_candidates, select_peeled_support
-from spex_ray.refit import FOLDS, Support, fold_of, fourier_features, refit
+from spex_ray.refit import FOLDS, Support, delay_folds, fourier_features, refit
 from spex_ray.trees import TreeBackend, select_trees, tree_backend, tree_fourier
 
 #: ProxySPEX's tree grid: depth, learning rate and number of trees, chosen by 5-fold CV.
@@ -55,13 +55,14 @@ def fit_spex_hybrid(
     values = check_values(values, design.num_queries)
     masks = design.masks()
     peeled = peel_candidates(design, values, decoder, max_iterations=max_iterations)
-    keys, error = select_peeled_support(masks, values, peeled, design.n)
+    keys, error = select_peeled_support(design, masks, values, peeled)
     sizes = tree_term_counts(len(values))
     if sizes:
         trees = tree_backend(backend)
         x = masks.astype(np.float64)
         setting = select_trees(trees, x, values, TREE_DEPTHS, TREE_RATES, TREE_COUNTS, design.seed)
-        errors = _nested_errors(trees, setting, x, masks, values, keys, sizes, design.seed)
+        fold = delay_folds(len(values), design.p + 1)
+        errors = _nested_errors(trees, setting, x, masks, values, fold, keys, sizes, design.seed)
         best = int(np.argmin(errors))
         if errors[best] < error:
             ranked = _ranked_tree_terms(trees, setting, x, values, design.seed)
@@ -95,10 +96,9 @@ def _union_prefixes(base: Support, ranked: Support, sizes: list[int]) -> list[Su
     return [base + extra[:m] for m in sizes]
 
 
-def _nested_errors(trees, setting, x, masks, values, base: Support, sizes: list[int], seed: int) -> np.ndarray:
+def _nested_errors(trees, setting, x, masks, values, fold, base: Support, sizes: list[int], seed: int) -> np.ndarray:
     """float (len(sizes),): cross-validated mean squared error of least squares on ``base`` plus
     the m top tree terms, with the trees refit and re-ranked inside each training fold."""
-    fold = fold_of(len(values))
     errors = np.zeros(len(sizes))
     for k in range(FOLDS):
         train, test = fold != k, fold == k

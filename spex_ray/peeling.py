@@ -18,7 +18,7 @@ from scipy.special import chdtri
 
 from spex_ray.design import SpexDesign
 from spex_ray.interactions import Interactions
-from spex_ray.refit import Refit, Support, choose_support, cross_validated_error, fourier_features, with_singles
+from spex_ray.refit import Refit, Support, choose_support, cross_validated_error, delay_folds, fourier_features, with_singles
 from spex_ray.refit import refit as refit_support
 from spex_ray.wht import fwht
 
@@ -85,7 +85,7 @@ def decode(
     if refit is None:
         return _interactions(design, peeled[0])
     masks = design.masks()
-    keys, _ = select_peeled_support(masks, values, peeled, design.n)
+    keys, _ = select_peeled_support(design, masks, values, peeled)
     return _interactions(design, refit_support(masks, values, keys, refit, design.seed))
 
 
@@ -107,17 +107,18 @@ def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *,
     return peeled
 
 
-def select_peeled_support(masks: np.ndarray, values: np.ndarray, peeled: list[dict], n: int) -> tuple[Support, float]:
+def select_peeled_support(design: SpexDesign, masks: np.ndarray, values: np.ndarray, peeled: list[dict]) -> tuple[Support, float]:
     """The support (with the constant) to refit, and its cross-validated error (``refit.choose_support``).
 
     Candidates: each peeled support; then the best of them plus every single-feature term, when
     there are at least twice as many values as terms — peeling misses first-order terms that
     are too small for their bins' noise floor, and least squares on all values can still see them.
     """
-    best, error = choose_support(masks, values, [list(dict.fromkeys([(), *found])) for found in peeled])
-    wider = with_singles(best, n)
+    fold = delay_folds(len(values), design.p + 1)
+    best, error = choose_support(masks, values, [list(dict.fromkeys([(), *found])) for found in peeled], fold)
+    wider = with_singles(best, design.n)
     if len(wider) > len(best) and len(values) >= 2 * len(wider):
-        wider_error = cross_validated_error(fourier_features(masks, wider), values)
+        wider_error = cross_validated_error(fourier_features(masks, wider), values, fold)
         if wider_error < error:
             return wider, wider_error
     return best, error

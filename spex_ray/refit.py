@@ -1,9 +1,13 @@
 """Refits of a Fourier support on all query values, and the cross-validation that chooses a support.
 
 Masks are bool (Q, n), True = feature kept. A support is a list of sorted tuples of feature
-indices, ``()`` the constant; its features are the parities (−1)^{⟨k, x⟩}. Cross-validation uses
-``FOLDS`` interleaved folds (query q in fold q mod FOLDS), so every fold of a SPEX design holds
-queries of every bin and delay.
+indices, ``()`` the constant; its features are the parities (−1)^{⟨k, x⟩}.
+
+Cross-validation must measure what a user measures: the error on masks unlike the queries. SPEX
+queries come in cosets (query q = (l·C + c)(p + 1) + r is the mask M_cᵀl ⊕ d_r), and folds that
+interleave single queries leave every coset in training: on a 1087-word review an 1088-term
+least-squares fit scored 6% below the constant model on such folds and R² −15 on uniform masks.
+``delay_folds`` holds out whole delays r instead, i.e. cosets no training query lies in.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ def fourier_features(masks: np.ndarray, supports: Sequence[tuple[int, ...]]) -> 
     return 1.0 - 2.0 * parity
 
 
-def fold_of(num_values: int) -> np.ndarray:
-    """int (Q,): the cross-validation fold of each query, q mod FOLDS."""
-    return np.arange(num_values) % FOLDS
+def delay_folds(num_values: int, delays: int) -> np.ndarray:
+    """int (Q,): the fold of each query of a SPEX design with ``delays`` = p + 1 delays per coset:
+    (q mod delays) mod FOLDS, so a fold holds whole delays (q mod FOLDS when delays < FOLDS)."""
+    q = np.arange(num_values)
+    return (q % delays) % FOLDS if delays >= FOLDS else q % FOLDS
 
 
-def cross_validated_error(features: np.ndarray, values: np.ndarray) -> float:
-    """Mean squared held-out error of least squares on ``features`` (Q, S) over the FOLDS folds."""
-    fold = fold_of(len(values))
+def cross_validated_error(features: np.ndarray, values: np.ndarray, fold: np.ndarray) -> float:
+    """Mean squared held-out error of least squares on ``features`` (Q, S) over the folds ``fold`` (Q,)."""
     error = 0.0
     for k in range(FOLDS):
         train, test = fold != k, fold == k
@@ -48,9 +53,10 @@ def cross_validated_error(features: np.ndarray, values: np.ndarray) -> float:
     return error / len(values)
 
 
-def choose_support(masks: np.ndarray, values: np.ndarray, candidates: Sequence[Support]) -> tuple[Support, float]:
+def choose_support(masks: np.ndarray, values: np.ndarray, candidates: Sequence[Support],
+                   fold: np.ndarray) -> tuple[Support, float]:
     """The candidate whose least-squares fit predicts held-out folds best, and its error (first on ties)."""
-    errors = [cross_validated_error(fourier_features(masks, keys), values) for keys in candidates]
+    errors = [cross_validated_error(fourier_features(masks, keys), values, fold) for keys in candidates]
     best = int(np.argmin(errors))
     return list(candidates[best]), errors[best]
 

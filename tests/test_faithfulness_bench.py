@@ -39,7 +39,7 @@ def test_quick_suite_writes_the_tables(quick_run):
     assert (out / "faithfulness.md").read_text().startswith("### Faithfulness R²")
     assert {r["dataset"] for r in rows} == {"planted", "sentiment"}
     ok = [r for r in rows if r["status"] == "ok"]
-    assert {r["method"] for r in ok} >= {*SPEX_OURS, "proxyspex", "lasso-1", "lasso-2", "faith-banzhaf-1", "lime"}
+    assert {r["method"] for r in ok} >= {*SPEX_OURS, "spex-hybrid", "proxyspex", "lasso-1", "lasso-2", "faith-banzhaf-1", "lime"}
     for row in ok:
         assert -1.0 <= row["r2"] <= 1.0 + 1e-9, row
         assert len(row["removal"]) == 10 and all(math.isfinite(v) for v in row["removal"]), row
@@ -76,6 +76,16 @@ def test_spex_ray_at_least_matches_the_reference_on_noiseless_and(quick_run):
         if reference is None:
             pytest.skip("the reference SPEX is not installed (python benchmarks/reference.py --setup)")
         assert _best(rows, group, b, SPEX_OURS) >= reference - 1e-6, (group, b)
+
+
+def test_hybrid_is_at_least_as_faithful_as_every_spex_variant(quick_run):
+    """spex-hybrid (the pipeline default) only adds tree terms when nested cross-validation says
+    they predict better, so it never trails spex-ray's SPEX by more than a CV misjudgement."""
+    _, _, rows = quick_run
+    groups = {(r["group"], r["b"]) for r in rows if r["b"] is not None}
+    assert groups
+    for group, b in groups:
+        assert _best(rows, group, b, ("spex-hybrid",)) >= _best(rows, group, b, SPEX_OURS) - 0.01, (group, b)
 
 
 def test_pipeline_rows_read_a_finished_job(tmp_path):
