@@ -43,6 +43,7 @@ class JobPlan:
     holdout: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     estimate: dict[str, Any] = field(default_factory=dict)
+    decode_seconds: float | None = None  # one decode of the median-size example, timed here
 
     @property
     def total_queries(self) -> int:
@@ -68,7 +69,19 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
         plan.features.append(item.n)
         plan.design_queries.append(queries)
     plan.estimate = _estimate(config, plannable, [q + config.holdout + 2 for q in plan.design_queries])
+    if plannable:
+        plan.decode_seconds = _time_decode(spec, sorted(plan.features)[len(plan.features) // 2])
     return plan
+
+
+def _time_decode(spec: MethodSpec, n: int) -> float:
+    """Seconds of one fit of the method for ``n`` features, on random values: the fits' cost
+    (tree grid searches, least squares) hardly depends on the values."""
+    method_plan = spec.plan(n)
+    values = np.random.default_rng(0).normal(size=method_plan.num_queries)
+    begin = time.perf_counter()
+    method_plan.fit(values)
+    return time.perf_counter() - begin
 
 
 def _estimate(config: JobConfig, examples: list[Example], num_queries: list[int]) -> dict[str, Any]:
@@ -133,6 +146,10 @@ def describe(config: JobConfig, plan: JobPlan) -> str:
         lines.append(f"error: {example_id}: {error}")
     if len(plan.errors) > _SHOWN_ERRORS:
         lines.append(f"... and {len(plan.errors) - _SHOWN_ERRORS} more errors")
+    if plan.decode_seconds is not None:
+        total = plan.decode_seconds * len(plan.features)
+        lines.append(f"decode: {plan.decode_seconds:.2g} s per example on one CPU (timed on the median-size "
+                     f"example); {total:,.0f} CPU-s in all, beside the scoring")
     if not plan.estimate:
         lines.append("estimate: none (the backend gives no estimate and no earlier run has logged latencies)")
     for key, value in plan.estimate.items():

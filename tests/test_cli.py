@@ -1,6 +1,7 @@
 """The ``spex-ray`` command without a Ray cluster: plan, show, and the errors of run."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,8 @@ def test_plan_prints_examples_features_and_queries_without_scoring(capsys):
     assert "held-out queries per example: 200" in out
     assert f"total queries: {total:,}" in out
     assert "estimate: seconds: " in out and "timed in this process" in out
+    decode = re.search(r"decode: ([0-9.e+-]+) s per example on one CPU .*; ([0-9,]+) CPU-s in all", out)
+    assert decode and float(decode.group(1)) > 0
 
 
 def test_plan_asks_the_backend_class_for_its_estimate(tmp_path, monkeypatch, capsys):
