@@ -2,7 +2,9 @@
 
 A part is written under a temporary name and moved into place with ``os.replace``, so a reader
 (or a resumed job after SIGKILL) sees whole parts or nothing. Parts are named
-``part-<run>-<seq>.parquet``; leftover temporaries (``.tmp-*``) are deleted at start.
+``part-<run>-<seq>.parquet``; leftover temporaries (``.tmp-*``) are deleted at start. A folder
+that has collected many parts (a long job flushes every few seconds, each resume adds more) is
+compacted into one part by ``compact_parts``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,30 @@ class PartWriter:
         self._batches.clear()
         self._rows = 0
         return final
+
+
+def compact_parts(folder: Path, schema: pa.Schema, run_id: str, min_parts: int = 2) -> int:
+    """Merge the parts in ``folder`` into one (streamed batch by batch) when there are at least
+    ``min_parts``; returns how many parts were merged (0: none).
+
+    The merged part is in place before the old ones are deleted: a crash in between leaves every
+    row twice, which readers that key rows (query log: ``(example_id, query_id)``) ignore. The
+    merged part keeps the newest part's key-value metadata.
+    """
+    files = part_files(folder)
+    if len(files) < max(min_parts, 2):
+        return 0
+    metadata = pq.read_schema(files[-1]).metadata or {}
+    final = Path(folder) / f"part-{run_id}-compacted.parquet"
+    temporary = Path(folder) / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
+    dataset = ds.dataset([str(path) for path in files], format="parquet", schema=schema)
+    with pq.ParquetWriter(temporary, schema.with_metadata(metadata)) as writer:
+        for batch in dataset.to_batches():
+            writer.write_batch(batch)
+    os.replace(temporary, final)
+    for path in files:
+        path.unlink()
+    return len(files)
 
 
 def part_files(folder: Path) -> list[Path]:

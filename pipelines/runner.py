@@ -58,6 +58,7 @@ from pipelines.parts import (
     TARGETS_DIR,
     TEMP_PREFIX,
     PartWriter,
+    compact_parts,
     group_by_example,
     read_parts,
 )
@@ -78,6 +79,9 @@ BATCH_STATE_DIR = "openai-batches"
 IDENTITY_FINGERPRINTS = "system_fingerprints"
 _EXPLANATION_FLUSH_ROWS = 2000
 _QUERY_LOG_FLUSH_ROWS = 100_000
+# A resumed job first merges the query log into one part when it has this many (read time grows
+# with the number of files: an overnight job flushing every 10 s writes thousands).
+_COMPACT_QUERY_LOG_PARTS = 64
 _WAIT_SECONDS = 0.5
 
 
@@ -225,6 +229,7 @@ class _Job:
     def run(self) -> JobSummary:
         begin = time.monotonic()
         finished = self._read_finished()
+        compact_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id, min_parts=_COMPACT_QUERY_LOG_PARTS)
         logged = group_by_example(
             read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["example_id", "query_id", "value", "error"],
                        exclude_examples=finished)

@@ -16,6 +16,7 @@ import ray
 import yaml
 
 from pipelines.config import load_config
+from pipelines import runner
 from pipelines.parts import read_parts
 from pipelines.runner import JobMismatchError, run_job
 from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
@@ -179,7 +180,10 @@ def _wait_for_free_cpus(timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_sigkill_then_rerun_finishes_with_identical_rows_and_only_missing_queries(tmp_path, reference, cluster):
+def test_sigkill_then_rerun_finishes_with_identical_rows_and_only_missing_queries(tmp_path, reference, cluster,
+                                                                                 monkeypatch):
+    """The rerun also compacts the killed run's query-log parts into one first (threshold lowered)."""
+    monkeypatch.setattr(runner, "_COMPACT_QUERY_LOG_PARTS", 2)
     reference_rows, needed = reference
     counter = tmp_path / "counter"
     config_path = _fake_config(tmp_path, "out", counter_path=str(counter), sleep_per_batch_s=0.05)
@@ -207,6 +211,7 @@ def test_sigkill_then_rerun_finishes_with_identical_rows_and_only_missing_querie
     assert summary.queries_sent == needed - logged
     assert _explanations(tmp_path / "out") == reference_rows
     _assert_complete_log(tmp_path / "out", needed)
+    assert len(list(querylog.glob("part-*-compacted.parquet"))) == 1
 
 
 def test_a_changed_config_is_refused_but_execution_settings_may_change(tmp_path):

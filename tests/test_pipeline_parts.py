@@ -14,7 +14,7 @@ from pipelines.backends import default_gpus
 from pipelines.config import ConfigError, config_from_dict, redact
 from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.method import MethodSpec
-from pipelines.parts import PartWriter, group_by_example, part_files, read_parts
+from pipelines.parts import PartWriter, compact_parts, group_by_example, part_files, read_parts
 from pipelines.plan import plan_job
 from pipelines.reduce import decode, error_rows, rows_to_batch
 from pipelines.scoring import BatchScorer
@@ -118,6 +118,27 @@ def test_part_writer_writes_whole_parts_atomically(tmp_path):
     assert table.column("query_id").to_pylist() == list(range(25))
     assert read_parts(tmp_path / "log", QUERY_LOG_SCHEMA, exclude_examples=["ex"]).num_rows == 0
     assert list(group_by_example(table)) == ["ex"]
+
+
+def test_compaction_merges_many_parts_into_one_with_the_same_rows(tmp_path):
+    layout = _spec().layout(EXAMPLE.n)
+    scorer = BatchScorer(FakeBackend(terms=TERMS))
+    for run in range(3):
+        writer = PartWriter(tmp_path / "log", QUERY_LOG_SCHEMA, f"run{run}", {"run": str(run)})
+        for start in range(run * 30, run * 30 + 30, 10):
+            writer.append(scorer.score(EXAMPLE, layout, start, start + 10))
+            writer.flush()
+    before = read_parts(tmp_path / "log", QUERY_LOG_SCHEMA).to_pylist()
+    assert compact_parts(tmp_path / "log", QUERY_LOG_SCHEMA, "run3", min_parts=10) == 0
+    assert len(part_files(tmp_path / "log")) == 9
+
+    assert compact_parts(tmp_path / "log", QUERY_LOG_SCHEMA, "run3", min_parts=9) == 9
+    [merged] = part_files(tmp_path / "log")
+    assert not list((tmp_path / "log").glob(".tmp-*"))
+    assert pq.read_schema(merged).metadata == {b"run": b"2"}
+    after = read_parts(tmp_path / "log", QUERY_LOG_SCHEMA).to_pylist()
+    assert sorted(after, key=lambda r: r["query_id"]) == sorted(before, key=lambda r: r["query_id"])
+    assert [r["query_id"] for r in after] == list(range(90))
 
 
 def test_part_writer_rejects_another_schema(tmp_path):
