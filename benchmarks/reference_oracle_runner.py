@@ -37,8 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from reference_runner import NUM_GROUPS, _decoder, _query_args, _to_indices  # noqa: E402
-from sparse_transform.qsft.qsft import transform  # noqa: E402
+from reference_runner import _decoder, _query_args, _spex_transform, _to_indices  # noqa: E402
 from sparse_transform.qsft.signals.input_signal_subsampled import SubsampledSignal  # noqa: E402
 
 
@@ -88,20 +87,7 @@ def run_spex(job, channel):
             start = time.perf_counter()
             np.random.seed(seed)
             decoder, channel_method = _decoder(decoder_kind, n, t, counter)
-            result = transform(
-                signal,
-                num_subsample=NUM_GROUPS,
-                num_repeat=1,
-                reconstruct_method_source="coded",
-                reconstruct_method_channel=channel_method,
-                b=b,
-                source_decoder=decoder,
-                peeling_method="multi-detect",
-                noise_sd=0.0,
-                res_energy_cutoff=0.9,
-                trap_exit=True,
-                peel_average=True,
-            )
+            result = _spex_transform(signal, b, decoder, channel_method)
             channel.send({"partial": {
                 "b": b,
                 "decoder": decoder_kind,

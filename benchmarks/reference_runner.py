@@ -173,6 +173,25 @@ def _decoder(kind, n, t, counter):
     return partial(code.parity_decode_2chase_t2_max_likelihood, chase_depth=2 * t), "identity-siso"
 
 
+def _spex_transform(signal, b, decoder, channel, noise_sd=0.0):
+    """The reference SPEX on ``signal`` as spectralexplain runs it: BCH-coded source, C = NUM_GROUPS,
+    multi-detect peeling with averaged peels; returns {0/1 tuple: coefficient}."""
+    return transform(
+        signal,
+        num_subsample=NUM_GROUPS,
+        num_repeat=1,
+        reconstruct_method_source="coded",
+        reconstruct_method_channel=channel,
+        b=b,
+        source_decoder=decoder,
+        peeling_method="multi-detect",
+        noise_sd=noise_sd,
+        res_energy_cutoff=0.9,
+        trap_exit=True,
+        peel_average=True,
+    )
+
+
 def _to_indices(transform_dict):
     """{0/1 tuple: complex} -> [[indices], real value], sorted by |value| descending."""
     out = [[[int(i) for i in np.flatnonzero(key)], float(np.real(v))] for key, v in transform_dict.items()]
@@ -201,20 +220,7 @@ def _run_planted_once(job):
     with timings.phase("design"):
         decoder, channel = _decoder(job.get("decoder", "hard"), n, t, counter)
     with timings.phase("decode"):
-        result = transform(
-            signal,
-            num_subsample=NUM_GROUPS,
-            num_repeat=1,
-            reconstruct_method_source="coded",
-            reconstruct_method_channel=channel,
-            b=b,
-            source_decoder=decoder,
-            peeling_method="multi-detect",
-            noise_sd=float(job.get("decoder_noise_sd", 0.0)),
-            res_energy_cutoff=0.9,
-            trap_exit=True,
-            peel_average=True,
-        )
+        result = _spex_transform(signal, b, decoder, channel, float(job.get("decoder_noise_sd", 0.0)))
     num_queries = sum(rows.size for rows in signal.all_samples)
     return {**timings.as_dict(), **counter}, num_queries, _to_indices(result)
 

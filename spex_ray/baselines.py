@@ -22,7 +22,7 @@ from sklearn.linear_model import Lasso, LassoCV, RidgeCV
 from sklearn.model_selection import KFold
 
 from spex_ray.interactions import Interactions
-from spex_ray.trees import TreeBackend, select_trees, tree_backend, tree_fourier
+from spex_ray.trees import GRID_COUNTS, GRID_DEPTHS, GRID_RATES, TreeBackend, select_trees, tree_backend, tree_fourier
 
 __all__ = [
     "MAX_DESIGN_ENTRIES",
@@ -100,9 +100,9 @@ def fit_proxyspex(
     *,
     seed: int = 0,
     energy: float = 0.95,
-    max_depth: int | Sequence[int] = (3, 5),
-    n_estimators: int | Sequence[int] = (50, 100, 200),
-    learning_rate: float | Sequence[float] = 0.2,
+    max_depth: int | Sequence[int] = GRID_DEPTHS,
+    n_estimators: int | Sequence[int] = GRID_COUNTS,
+    learning_rate: float | Sequence[float] = GRID_RATES,
     backend: TreeBackend = "lightgbm",
 ) -> Interactions:
     """ProxySPEX: gradient-boosted trees, their exact Fourier transform, energy pruning, ridge refit.

@@ -26,12 +26,8 @@ from spex_ray.design import SpexDesign
 from spex_ray.interactions import Interactions
 from spex_ray.peeling import Decoder, check_values, peel_candidates, select_peeled_support
 from spex_ray.refit import FOLDS, Support, delay_folds, fourier_features, refit
-from spex_ray.trees import TreeBackend, select_trees, tree_backend, tree_fourier
+from spex_ray.trees import GRID_COUNTS, GRID_DEPTHS, GRID_RATES, TreeBackend, select_trees, tree_backend, tree_fourier
 
-#: ProxySPEX's tree grid: depth, learning rate and number of trees, chosen by 5-fold CV.
-TREE_DEPTHS = (3, 5)
-TREE_RATES = (0.2,)
-TREE_COUNTS = (50, 100, 200)
 #: The numbers of tree terms offered: from 8, doubling, up to an eighth of the queries and 1024
 #: (the nested least squares cost queries x terms^2 per fold).
 _MIN_TREE_TERMS = 8
@@ -60,15 +56,14 @@ def fit_spex_hybrid(
     if sizes:
         trees = tree_backend(backend)
         x = masks.astype(np.float64)
-        setting = select_trees(trees, x, values, TREE_DEPTHS, TREE_RATES, TREE_COUNTS, design.seed)
+        setting = select_trees(trees, x, values, GRID_DEPTHS, GRID_RATES, GRID_COUNTS, design.seed)
         fold = delay_folds(len(values), design.p + 1)
         errors = _nested_errors(trees, setting, x, masks, values, fold, keys, sizes, design.seed)
         best = int(np.argmin(errors))
         if errors[best] < error:
             ranked = _ranked_tree_terms(trees, setting, x, values, design.seed)
             keys = _union_prefixes(keys, ranked, sizes[best : best + 1])[0]
-    coefficients = refit(masks, values, keys, "ls")
-    return Interactions({k: v for k, v in coefficients.items() if v != 0.0}, n=design.n, index="fourier")
+    return refit(masks, values, keys, "ls")
 
 
 def tree_term_counts(num_values: int) -> list[int]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from spex_ray.design import SpexDesign, UniformDesign, spex_num_queries
 from spex_ray.interactions import Interactions
-from spex_ray.peeling import decode
+from spex_ray.peeling import check_values, decode
 
 MethodName = Literal["spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf"]
 METHODS: tuple[str, ...] = ("spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf")
@@ -51,9 +51,7 @@ class MethodPlan:
             return decode(self.design, values, decoder, refit=self.options["refit"])
         from spex_ray import baselines  # imports scikit-learn: only when a baseline is used
 
-        values = np.asarray(values, dtype=np.float64).reshape(-1)
-        if len(values) != self.num_queries:
-            raise ValueError(f"expected {self.num_queries} values, one per query of the design, got {len(values)}")
+        values = check_values(values, self.num_queries)
         masks = self.design.masks()
         if self.method == "lasso":
             return baselines.fit_lasso(masks, values, order=self.options["order"], seed=self.design.seed)

@@ -86,7 +86,7 @@ def decode(
         return _interactions(design, peeled[0])
     masks = design.masks()
     keys, _ = select_peeled_support(design, masks, values, peeled)
-    return _interactions(design, refit_support(masks, values, keys, refit, design.seed))
+    return refit_support(masks, values, keys, refit, design.seed)
 
 
 def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *, max_iterations: int = 100) -> list[dict]:

@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from spex_ray.interactions import Interactions
+
 Refit = Literal["ls", "lasso"] | None
 Support = list[tuple[int, ...]]
 
@@ -66,8 +68,9 @@ def with_singles(support: Support, n: int) -> Support:
     return list(dict.fromkeys([*support, *((i,) for i in range(n))]))
 
 
-def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, seed: int = 0) -> dict:
-    """{key: coefficient} re-estimated from all values: least squares ("ls") or scikit-learn LassoCV ("lasso")."""
+def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, seed: int = 0) -> Interactions:
+    """Fourier interactions on ``keys`` re-estimated from all values: least squares ("ls") or
+    scikit-learn LassoCV ("lasso", folds shuffled with ``seed``); zero coefficients are dropped."""
     features = fourier_features(masks, keys)
     if method == "ls":
         coef = np.linalg.lstsq(features, values, rcond=None)[0]
@@ -77,4 +80,4 @@ def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, s
 
         model = LassoCV(cv=KFold(FOLDS, shuffle=True, random_state=seed), fit_intercept=False)
         coef = model.fit(features, values).coef_
-    return {k: float(c) for k, c in zip(keys, coef)}
+    return Interactions({k: float(c) for k, c in zip(keys, coef) if c != 0.0}, n=masks.shape[1], index="fourier")

@@ -16,9 +16,14 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-__all__ = ["TreeArrays", "TreeBackend", "select_trees", "tree_backend", "tree_fourier"]
+__all__ = ["GRID_COUNTS", "GRID_DEPTHS", "GRID_RATES", "TreeArrays", "TreeBackend", "select_trees", "tree_backend", "tree_fourier"]
 
 TreeBackend = Literal["lightgbm", "sklearn"]
+
+#: ProxySPEX's grid of tree settings, searched by ``select_trees``: depth, learning rate, trees.
+GRID_DEPTHS = (3, 5)
+GRID_RATES = (0.2,)
+GRID_COUNTS = (50, 100, 200)
 
 _N_FOLDS = 5
 _LEAF_BLOCK_ENTRIES = 2**22
