@@ -81,7 +81,7 @@ def decode(
     if refit not in (None, "ls", "lasso"):
         raise ValueError(f"refit must be None, 'ls' or 'lasso', got {refit!r}")
     values = check_values(values, design.num_queries)
-    peeled = peel_candidates(design, values, decoder, max_iterations=max_iterations)
+    peeled = peel_candidates(design, values, decoder, max_iterations=max_iterations, exact_too=refit is not None)
     if refit is None:
         return _interactions(design, peeled[0])
     masks = design.masks()
@@ -89,11 +89,12 @@ def decode(
     return refit_support(masks, values, keys, refit, design.seed)
 
 
-def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *, max_iterations: int = 100) -> list[dict]:
+def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *, max_iterations: int = 100,
+                    exact_too: bool = True) -> list[dict]:
     """Peeled transforms {support: F̂} of checked ``values``: first with the estimated noise floor;
-    then, when that floor is above zero, peeled again as if the values were exact (the
-    reference's assumption) — on values denser than 2^b bins can separate the estimate holds
-    signal and stops peeling early."""
+    then, with ``exact_too`` and when that floor is above zero, peeled again as if the values were
+    exact (the reference's assumption) — on values denser than 2^b bins can separate the estimate
+    holds signal and stops peeling early, and cross-validation chooses between the two."""
     groups, rows, size = design.groups, design.p + 1, 1 << design.b
     bins = fwht(values.reshape(size, groups, rows)) / size
     bins = np.ascontiguousarray(bins.transpose(1, 0, 2))  # (groups, 2^b, p + 1)
@@ -101,7 +102,7 @@ def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *,
     scale = float(energy.max(initial=0.0))
     noise_aware = _Thresholds(energy, rows, scale)
     peeled = [_peel(design, bins.copy(), decoder, noise_aware, max_iterations)]
-    if noise_aware.noise > 0.0:
+    if exact_too and noise_aware.noise > 0.0:
         exact = _Thresholds(energy, rows, scale, exact=True)
         peeled.append(_peel(design, bins, decoder, exact, max_iterations))
     return peeled
