@@ -366,12 +366,13 @@ class _Job:
         except ValueError as err:
             self._write(error_rows(item, self.spec, f"cannot plan {self.spec.method}: {err}"), progress)
             return
-        if self.makes_targets and item.target is None and item.example_id in self.known_targets:
-            item = replace(item, target=self.known_targets.pop(item.example_id))
-        elif self.makes_targets and item.target is None:
-            self.awaiting[item.example_id] = (layout, logged)
-            self.target_queue.append(TargetCall(item))
-            return
+        if self.makes_targets and item.target is None:
+            made = self.known_targets.pop(item.example_id, None)  # by an earlier run of the job
+            if made is None:
+                self.awaiting[item.example_id] = (layout, logged)
+                self.target_queue.append(TargetCall(item))
+                return
+            item = replace(item, target=made)
         self._begin(item, layout, logged, progress)
 
     def _targeted(self, result: TargetResult, progress: tqdm) -> None:

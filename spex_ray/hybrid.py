@@ -87,7 +87,8 @@ def _ranked_tree_terms(trees, setting, x: np.ndarray, values: np.ndarray, seed: 
 
 def _union_prefixes(base: Support, ranked: Support, sizes: list[int]) -> list[Support]:
     """For each size m: ``base`` followed by the first m ranked terms it lacks."""
-    extra = [key for key in dict.fromkeys(ranked) if key not in set(base)]
+    present = set(base)
+    extra = [key for key in dict.fromkeys(ranked) if key not in present]
     return [base + extra[:m] for m in sizes]
 
 
