@@ -5,7 +5,7 @@
     python benchmarks/bench_pipeline.py --case 2     # one case (repeatable)
 
 Cases:
-  1. The 100 reviews of at most 256 words in /work/shared/data/sentiment.csv, VADER, spex-hard b = 6,
+  1. The 100 reviews of at most 256 words in ../shared/data/sentiment.csv (beside the checkout), VADER, spex-hard b = 6,
      200 held-out masks, fbii: the wall time of ``spex-ray run`` on a fresh local Ray cluster
      (process start to exit, Ray start included) with 2 actors next to a plain single-process loop
      over the same masks and batch size (VaderBackend.score, plan_method(...).fit, held-out R^2,
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTIMENT_CSV = Path("/work/shared/data/sentiment.csv")
+SENTIMENT_CSV = ROOT.parent / "shared" / "data" / "sentiment.csv"
 MAX_WORDS = 256
 VADER_BATCH = 256
 SLEEP_PER_BATCH_S = 0.05

@@ -25,7 +25,7 @@ SPEX designs are nested too, so each example queries its largest b once.
 
 Data: planted parity-type (20 Fourier terms of order ≤ 5) and AND-type (20 Möbius terms of order
 ≤ 4) functions, noiseless or with Gaussian noise at SNR 10 dB on the training queries; reviews of
-/work/shared/data/sentiment.csv (words as features, VADER compound score, masked words removed)
+../shared/data/sentiment.csv beside the checkout (words as features, VADER compound score, masked words removed)
 grouped by n as in the SPEX paper. The default suite samples a few reviews per bucket (fewer for the
 long ones, where VADER and the fits cost most) and the tables' ``ex.`` column says how many each
 row averages; reviews whose VADER score never changes on 16 probe masks are skipped. KernelSHAP's

@@ -43,8 +43,9 @@ class EstimatingBackend(Backend):
         return [Score(value=0.0, raw="{}") for _ in keep]
 
 
-def test_plan_prints_examples_features_and_queries_without_scoring(capsys):
-    assert main(["plan", str(DEMO)]) == 0
+def test_plan_prints_examples_features_and_queries_without_scoring(tmp_path, capsys):
+    # --output: a demo run left in the working folder (the README's first command) must not change the plan
+    assert main(["plan", str(DEMO), "--output", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in (ROOT / "connectors" / "data" / "demo_reviews.jsonl").read_text().splitlines()]
     sizes = [len(row["text"].split()) for row in rows]
@@ -61,7 +62,7 @@ def test_plan_prints_examples_features_and_queries_without_scoring(capsys):
 
 def test_plan_asks_the_backend_class_for_its_estimate(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(BACKENDS, "estimating", f"{__name__}:EstimatingBackend")
-    code = main(["plan", str(DEMO), "--limit", "3", "--set", "backend={name: estimating, price_per_query: 0.01}",
+    code = main(["plan", str(DEMO), "--limit", "3", "--output", str(tmp_path / "out"), "--set", "backend={name: estimating, price_per_query: 0.01}",
                  "--set", "holdout=0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -86,7 +87,7 @@ def test_plan_lists_bad_examples(tmp_path, capsys):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "fine words here"}\n{"id": "b", "text": ""}\n')
     config = {"input": {"path": "in.jsonl"}, "backend": {"name": "vader"}, "b": 3}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
-    assert main(["plan", str(tmp_path / "job.yaml")]) == 0
+    assert main(["plan", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "examples: 2 (1 plannable, 1 with errors)" in out and "error: b: example text is empty" in out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import needs_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEX_OURS = ("spex-hard", "spex-hard+ls", "spex-soft", "spex-soft+ls")
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    needs_shared("sentiment.csv")  # the suite's review rows
     out = tmp_path_factory.mktemp("faithfulness")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "faithfulness.py"), "--quick", "--out", str(out)],

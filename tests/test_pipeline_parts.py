@@ -34,7 +34,8 @@ def _spec(**changes):
 def _config(tmp_path, records, input_fields=None, **changes):
     path = tmp_path / "input.jsonl"
     path.write_bytes(records)
-    data = {"input": {"path": str(path), **(input_fields or {})}, "backend": {"name": "fake"}, **changes}
+    data = {"input": {"path": str(path), **(input_fields or {})}, "backend": {"name": "fake"},
+            "output": str(tmp_path / "out"), **changes}
     return config_from_dict(data)
 
 
