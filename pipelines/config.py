@@ -23,6 +23,7 @@ from connectors.documents import DOCUMENT_UNITS
 from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
 from pipelines.backends import execution_options
+from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
 from spex_ray.methods import METHODS, TREE_LIBRARIES
 
@@ -226,7 +227,7 @@ def resolve_input_path(path: str, base_dir: Path | None) -> str:
         tried = [base_dir / candidate] if base_dir is not None else []
         tried.append(Path.cwd() / candidate)
     for option in tried:
-        if option.is_file():
+        if names_data(option):
             return str(option.resolve())
     raise ConfigError(f"config: 'input.path' {path!r} not found (looked at {', '.join(map(str, tried))})")
 
@@ -276,17 +277,10 @@ def _is_secret(key: object) -> bool:
 
 
 def _infer_format(path: str) -> str:
-    suffixes = [suffix.lstrip(".").lower() for suffix in Path(path).suffixes]
-    for suffix in reversed(suffixes):
-        if suffix in ("jsonl", "ndjson"):
-            return "jsonl"
-        if suffix in ("parquet", "pq"):
-            return "parquet"
-        if suffix in ("csv", "tsv"):
-            return "csv"
-    raise ConfigError(
-        f"config: cannot infer 'input.format' from {Path(path).name!r}; set it to one of {', '.join(FORMATS)}"
-    )
+    try:
+        return infer_format(path)
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from None
 
 
 def _check(config: JobConfig) -> None:
