@@ -1,16 +1,29 @@
-"""Read examples from JSONL / Parquet / CSV one record at a time and featurize them: a text field,
-a field of documents (a list of ``{title, text}`` records; JSON text in CSV) or an image path.
+"""Read examples from JSONL / Parquet / CSV files one record at a time and featurize them: a text
+field, a field of documents (a list of ``{title, text}`` records; JSON text in CSV) or an image path.
 
-A record that cannot become an Example (missing field, undecodable bytes, empty text, too many
-or too few features, duplicate id) yields a ``BadInput`` with the reason instead; reading goes on.
-A record without an id (no ``id_field``, or the field missing) is called ``row-<R>``, R being its
-0-based position in the file.
+``input.path`` names one file, a folder or a glob pattern (``pipelines.sources``); records are
+numbered R = 0, 1, ... across the files in reading order, blank lines left out. A record that
+cannot become an Example yields a ``BadInput`` with the reason instead, and reading goes on:
+
+- a record that cannot be read or encoded gets a reason that starts with where it is,
+  ``record R (line L)`` (with the file's name when there are several): invalid JSON, undecodable
+  bytes, broken CSV quoting, a CSV row whose field count differs from the header's, a CSV field
+  over ``CSV_FIELD_LIMIT`` characters, or a used field that is not valid Unicode (undecodable
+  bytes or a lone surrogate such as a JSON ``"\\ud83d"``);
+- any other reason names the field or the example: a missing or null field, an empty text, too
+  many or too few features, a duplicate id.
+
+Example ids are the id field's value as text. A record without one (no ``id_field``) is called
+``row-<R>``; so is a record whose id is missing, null or blank, and it is an error. An id that is
+not valid Unicode is an error too, and its BadInput carries the id escaped (``\\xNN`` for an
+undecodable byte, ``\\uXXXX`` for a lone surrogate), so that it can be written and printed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +36,13 @@ from connectors.base import Example
 from connectors.documents import documents_example
 from connectors.image import image_example
 from pipelines.config import PACKAGE_SCHEME, PATCHES, InputConfig, JobConfig, package_path
+from pipelines.sources import data_files
 
-# Python decodes undecodable bytes to these lone surrogates with errors="surrogateescape".
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+#: Longest CSV field read, in characters; a longer one (often an unterminated quote) is an error.
+CSV_FIELD_LIMIT = 1 << 24
+# Lone surrogates: what Python makes of undecodable bytes (surrogateescape, U+DC80..U+DCFF) and
+# of JSON escapes such as "\ud83d"; no UTF-8 text holds them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PARQUET_BATCH_ROWS = 1024
 
 
@@ -42,48 +59,70 @@ class BadInput:
 class _Record:
     row: int
     fields: dict[str, Any] | None
-    error: str | None = None
+    error: str | None
+    where: str  # "record R (file line L)"
+    path: Path
 
 
-def input_file(config: InputConfig) -> Path:
-    """The file to read (``package://`` references resolved)."""
+def input_files(config: InputConfig) -> list[Path]:
+    """The files to read, in reading order (``package://`` references resolved)."""
     if config.path.startswith(PACKAGE_SCHEME):
-        return package_path(config.path)
-    return Path(config.path)
+        return [package_path(config.path)]
+    return data_files(config.path)
 
 
 def count_records(config: InputConfig) -> int:
-    """Number of records in the input, without parsing them (CSV: rows parsed, not interpreted)."""
-    path = input_file(config)
-    if config.format == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    if config.format == "csv":
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+    """Number of records ``load_examples`` yields without a limit (CSV is parsed, not interpreted)."""
+    total = 0
+    for path in input_files(config):
+        if config.format == "parquet":
+            total += pq.ParquetFile(path).metadata.num_rows
+        elif config.format == "csv":
+            total += sum(1 for _ in _csv_rows(path))
+        else:
+            with open(path, "rb") as handle:
+                total += sum(1 for line in handle if line.strip())
+    return total
 
 
 def load_examples(config: JobConfig, limit: int | None = None) -> Iterator[Example | BadInput]:
-    """Examples in file order (at most ``limit`` records), each an Example or a BadInput."""
+    """Examples in reading order (at most ``limit`` records), each an Example or a BadInput."""
     seen: set[str] = set()
+    used = _used_fields(config)
     for record in _records(config.input):
         if limit is not None and record.row >= limit:
             return
-        yield _example(config, record, seen)
+        yield _example(config, record, used, seen)
 
 
-def _example(config: JobConfig, record: _Record, seen: set[str]) -> Example | BadInput:
-    fields = record.fields or {}
-    example_id, id_error = _example_id(config.input, record.row, fields)
+def _used_fields(config: JobConfig) -> tuple[str, ...]:
+    """The record fields an example is made of, besides its id."""
+    source = config.input
+    if config.featurizer.unit == PATCHES:
+        content = source.image_field
+    elif source.documents_field is not None:
+        content = source.documents_field
+    else:
+        content = source.text_field
+    names = (content, source.question_field, source.target_field, config.featurizer.spans_field)
+    return tuple(name for name in names if name is not None)
+
+
+def _example(config: JobConfig, record: _Record, used: tuple[str, ...], seen: set[str]) -> Example | BadInput:
+    fields = _decoded(record.fields or {}, used)
+    example_id, id_error = _example_id(config.input, record, fields)
     if example_id in seen:
         duplicate = f"{example_id} (row {record.row})"
         return BadInput(duplicate, f"duplicate example id {example_id!r} (first seen earlier in the input)")
     seen.add(example_id)
     if record.error is not None:
-        return BadInput(example_id, record.error)
+        return BadInput(example_id, f"{record.where}: {record.error}")
     if id_error is not None:
         return BadInput(example_id, id_error)
+    for name in used:
+        problem = _not_unicode(fields.get(name))
+        if problem is not None:
+            return BadInput(example_id, f"{record.where}: field {name!r} {problem}")
     target = None
     try:
         question = _text_field(fields, config.input.question_field)
@@ -91,8 +130,8 @@ def _example(config: JobConfig, record: _Record, seen: set[str]) -> Example | Ba
         if config.featurizer.unit == PATCHES:
             image = _text_field(fields, config.input.image_field, required=True)
             rows, cols = config.featurizer.grid
-            base_dir = input_file(config.input).parent
-            return image_example(example_id, image, rows, cols, base_dir=base_dir, question=question, target=target)
+            return image_example(example_id, image, rows, cols, base_dir=record.path.parent,
+                                 question=question, target=target)
         if config.input.documents_field is not None:
             example = documents_example(
                 example_id,
@@ -119,16 +158,59 @@ def _example(config: JobConfig, record: _Record, seen: set[str]) -> Example | Ba
     return example
 
 
-def _example_id(config: InputConfig, row: int, fields: dict[str, Any]) -> tuple[str, str | None]:
-    fallback = f"row-{row}"
-    if config.id_field is None:
+def _decoded(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``fields`` with the bytes (Parquet binary columns) of the named fields decoded as UTF-8,
+    undecodable bytes kept as lone surrogates for ``_not_unicode`` to report."""
+    if not any(isinstance(fields.get(name), bytes) for name in names):
+        return fields
+    return {key: value.decode("utf-8", "surrogateescape") if key in names and isinstance(value, bytes) else value
+            for key, value in fields.items()}
+
+
+def _example_id(config: InputConfig, record: _Record, fields: dict[str, Any]) -> tuple[str, str | None]:
+    """``(example id, error or None)``; see the module docstring."""
+    fallback = f"row-{record.row}"
+    name = config.id_field
+    if name is None:
         return fallback, None
-    value = fields.get(config.id_field)
+    value = fields.get(name)
     if value is None:
-        return fallback, f"missing field {config.id_field!r} (the example id)"
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return _ESCAPED_BYTE.sub("\ufffd", str(value)), None
+        return fallback, f"missing field {name!r} (the example id)"
+    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+    if not text.strip():
+        return fallback, f"field {name!r} (the example id) is blank"
+    problem = _not_unicode(text)
+    if problem is not None:
+        return _escaped(text), f"{record.where}: field {name!r} (the example id) {problem}; the id is written escaped"
+    return text, None
+
+
+def _not_unicode(value: Any) -> str | None:
+    """Why ``value`` (a text, or lists and records of texts) is not valid Unicode, or None."""
+    if isinstance(value, str):
+        match = _SURROGATE.search(value)
+        if match is None:
+            return None
+        code = ord(match.group())
+        what = "undecodable bytes (not UTF-8)" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+        return f"has {what} at character {match.start()}"
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _not_unicode(item)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each lone surrogate written as ``\\xNN`` (an undecodable byte) or ``\\uXXXX``."""
+    def escape(match: re.Match) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return _SURROGATE.sub(escape, text)
 
 
 def _text_field(fields: dict[str, Any], name: str | None, required: bool = False) -> str | None:
@@ -141,16 +223,8 @@ def _text_field(fields: dict[str, Any], name: str | None, required: bool = False
         if required:
             raise ValueError(f"field {name!r} is null")
         return None
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as err:
-            reason = f"not UTF-8: {err.reason} at byte {err.start}"
-            raise ValueError(f"field {name!r} has undecodable bytes ({reason})") from None
     if not isinstance(value, str):
         raise ValueError(f"field {name!r} must be a string, got {type(value).__name__}")
-    if _ESCAPED_BYTE.search(value):
-        raise ValueError(f"field {name!r} has undecodable bytes (not UTF-8)")
     return value
 
 
@@ -164,6 +238,9 @@ def _json_list(fields: dict[str, Any], name: str, expected: str) -> list[Any]:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise ValueError(f"field {name!r} must be a list of {expected}, got {value[:80]!r}") from None
+        problem = _not_unicode(value)
+        if problem is not None:
+            raise ValueError(f"field {name!r}: its JSON text {problem}")
     if not isinstance(value, list):
         raise ValueError(f"field {name!r} must be a list of {expected}, got {type(value).__name__}")
     return value
@@ -182,17 +259,24 @@ def _spans(fields: dict[str, Any], name: str | None) -> list[tuple[int, int]] | 
 
 
 def _records(config: InputConfig) -> Iterator[_Record]:
-    path = input_file(config)
-    if config.format == "parquet":
-        yield from _parquet_records(path)
-    elif config.format == "csv":
-        yield from _csv_records(path)
-    else:
-        yield from _jsonl_records(path)
-
-
-def _jsonl_records(path: Path) -> Iterator[_Record]:
+    """Every record of every file, numbered; each reader yields ``(fields, error, line or None)``."""
+    files = input_files(config)
+    read = {"parquet": _parquet_rows, "csv": _csv_rows}.get(config.format, _jsonl_rows)
+    root = Path(os.path.commonpath([path.parent for path in files]))
     row = 0
+    for path in files:
+        label = path.relative_to(root).as_posix() if len(files) > 1 else None
+        for local, (fields, error, line) in enumerate(read(path)):
+            place = f"line {line}" if line is not None else f"row {local}" if label else None
+            where = " ".join(part for part in (label, place) if part)
+            yield _Record(row, fields, error, f"record {row} ({where})" if where else f"record {row}", path)
+            row += 1
+
+
+_Row = tuple[dict[str, Any] | None, str | None, int | None]
+
+
+def _jsonl_rows(path: Path) -> Iterator[_Row]:
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -202,28 +286,52 @@ def _jsonl_records(path: Path) -> Iterator[_Record]:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as err:
                 text = line.decode("utf-8", "surrogateescape")
-                error = f"line {number} has undecodable bytes (not UTF-8: {err.reason} at byte {err.start})"
+                error = f"undecodable bytes (not UTF-8: {err.reason} at byte {err.start})"
             try:
                 fields = json.loads(text)
             except json.JSONDecodeError as err:
-                yield _Record(row, None, error or f"line {number} is not valid JSON: {err.msg} (column {err.colno})")
+                yield None, error or f"not valid JSON: {err.msg} (column {err.colno})", number
             else:
                 if isinstance(fields, dict):
-                    yield _Record(row, fields, error)
+                    yield fields, error, number
                 else:
-                    yield _Record(row, None, f"line {number} must hold a JSON object, got {type(fields).__name__}")
-            row += 1
+                    yield None, f"must hold a JSON object, got {type(fields).__name__}", number
 
 
-def _csv_records(path: Path) -> Iterator[_Record]:
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        for row, fields in enumerate(csv.DictReader(handle)):
-            yield _Record(row, dict(fields))
+def _csv_rows(path: Path) -> Iterator[_Row]:
+    """Rows read strictly (a stray quote is an error, not text), blank lines left out; ``.tsv``
+    files are tab-separated. Python's CSV field limit is ``CSV_FIELD_LIMIT`` while reading."""
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            reader = csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", strict=True)
+            try:
+                header = next(reader, None)
+            except csv.Error as err:
+                raise ValueError(f"input {path}: cannot read the CSV header (line 1): {err}") from None
+            if header is None:
+                return
+            while True:
+                line = reader.line_num + 1
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    yield None, f"cannot be read as CSV: {err}", line
+                    continue
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    yield None, (f"has {len(values)} fields where the header has {len(header)} "
+                                 "(broken quoting or a stray delimiter)"), line
+                else:
+                    yield dict(zip(header, values)), None, line
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
-def _parquet_records(path: Path) -> Iterator[_Record]:
-    row = 0
+def _parquet_rows(path: Path) -> Iterator[_Row]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
         for fields in batch.to_pylist():
-            yield _Record(row, fields)
-            row += 1
+            yield fields, None, None
