@@ -1,4 +1,5 @@
-"""The ``spex-ray`` command: ``run`` a job, ``plan`` it without querying, ``show`` its explanations.
+"""The ``spex-ray`` command: ``run`` a job, ``plan`` it without querying, ``show`` its explanations,
+``report`` them as an HTML page.
 
 Exit status: 0 on success (examples with bad input still get error rows), 2 for a bad config or
 command line, 1 when the job cannot run (e.g. the output folder holds another config's results).
@@ -37,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--example", help="only this example id")
     show.add_argument("--index", help="interaction index to show (default: fbii when present)")
     show.add_argument("--top", type=_positive, default=10, help="marked features and listed terms (default 10)")
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a job's explanations")
+    report.add_argument("output", help="a job's output folder")
+    report.add_argument("--output", dest="destination", metavar="FILE",
+                        help="the HTML file to write (default: OUTPUT/report.html)")
+    report.add_argument("--index", help="interaction index to show (default: fbii when present)")
+    report.add_argument("--top", type=_positive, default=10,
+                        help="interactions listed per example and counted in the recurring table (default 10)")
     return parser
 
 
@@ -53,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipelines.show import show
 
             print(show(args.output, example_id=args.example, index=args.index, top=args.top))
+            return 0
+        if args.command == "report":
+            from pipelines.report import report
+
+            print(report(args.output, args.destination, index=args.index, top=args.top))
             return 0
         config = load_config(args.config, args.set)
         if args.output is not None:

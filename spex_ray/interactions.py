@@ -287,6 +287,15 @@ class Interactions(Mapping[Key, float]):
             lines.append(f"  ... {hidden} more")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """The notebook view: the features shaded by their effect of keeping them, and the strongest
+        interactions (the per-example view of ``spex-ray report``; drawn by a script, with this
+        ``repr`` as the fallback where scripts do not run)."""
+        from spex_ray._html import fragment, interactions_view
+
+        text = repr(self)
+        return fragment(interactions_view(self), text.splitlines()[0], text)
+
     def _name(self, i: int) -> str:
         return str(i) if self._feature_names is None else self._feature_names[i]
 
