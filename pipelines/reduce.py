@@ -60,8 +60,10 @@ def index_order(index: str, max_order: int) -> int:
 
 def error_rows(item: Example | BadInput, spec: MethodSpec, message: str, *,
                full: float | None = None, empty: float | None = None, num_queries: int | None = None) -> list[dict]:
-    """One ``status="error"`` row per requested index, carrying what is known of the example."""
+    """One ``status="error"`` row per requested index, carrying what is known of the example; a
+    character of ``message`` that UTF-8 cannot hold (a lone surrogate) is written escaped."""
     example = item if isinstance(item, Example) else None
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     rows = []
     for index in spec.indices:
         rows.append(

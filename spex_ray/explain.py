@@ -30,6 +30,11 @@ def explain(
     ``value_fn`` maps bool masks (B, n) — True = feature kept — to float values (B,); it is called
     on batches of at most ``batch_size`` masks. ``budget`` caps the number of queries (see
     ``plan_method`` for the other ``options``: b, t, groups, seed, max_order, refit).
+
+    A batch's values may be any array-like of B real numbers (shape (B,), or (B, 1)); anything
+    else raises at once, naming what was expected and what came back: TypeError for values that
+    are not real numbers (dicts, strings, None), ValueError for another count or shape, and for
+    NaN or infinite values, which would spoil every coefficient of the fit.
     """
     if feature_names is not None and len(feature_names) != n:
         raise ValueError(f"got {len(feature_names)} feature names for n={n} features")
@@ -42,11 +47,45 @@ def explain(
         starts = tqdm(starts, desc=f"{method} queries", unit="batch")
     for start in starts:
         stop = min(start + batch_size, plan.num_queries)
-        batch = np.asarray(value_fn(plan.design.masks(start, stop)), dtype=np.float64).reshape(-1)
-        if len(batch) != stop - start:
-            raise ValueError(f"value_fn returned {len(batch)} values for {stop - start} masks")
-        values[start:stop] = batch
+        masks = plan.design.masks(start, stop)
+        values[start:stop] = _checked(value_fn(masks), masks.shape, start)
     result = plan.fit(values)
     if feature_names is not None:
         result = result.with_feature_names(feature_names)
     return result if index == "fourier" else result.to(index, order=order)
+
+
+def _checked(returned: object, shape: tuple[int, int], first_query: int) -> np.ndarray:
+    """The values ``value_fn`` returned for masks of ``shape`` (B, n), as float64 (B,)."""
+    count, n = shape
+    expected = (f"value_fn must map bool masks of shape (B, n) to B float values of shape (B,); given masks of "
+                f"shape ({count}, {n}),")
+    raw = None
+    if not isinstance(returned, (dict, str, bytes)):
+        try:
+            raw = np.asarray(returned)
+        except (TypeError, ValueError):  # e.g. ragged lists
+            pass
+    if raw is None or raw.dtype.kind not in "biuf":
+        raise TypeError(f"{expected} it returned {_describe(returned, raw)}")
+    if raw.size != count or sum(dim > 1 for dim in raw.shape) > 1:
+        raise ValueError(f"{expected} it returned {raw.size} values of shape {raw.shape}")
+    values = raw.astype(np.float64).reshape(-1)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{expected} it returned {int(bad.sum())} NaN or infinite values (first for query "
+                         f"{first_query + int(np.argmax(bad))}); values must be finite")
+    return values
+
+
+def _describe(returned: object, raw: np.ndarray | None) -> str:
+    """What a value function returned, for an error message."""
+    if returned is None:
+        return "None"
+    if raw is None or raw.ndim == 0:
+        return f"a {type(returned).__name__}: {returned!r:.80}"
+    described = f"a {type(returned).__name__} of shape {raw.shape} and dtype {raw.dtype}"
+    if raw.size:
+        first = raw.reshape(-1)[0]
+        described += f", the first value a {type(first).__name__}: {first!r:.80}"
+    return described

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,30 @@ def test_plan_params_identify_the_queries():
 def test_errors_are_clear(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "value_fn, error, got",
+    [
+        (lambda m: [{"label": "POSITIVE", "score": 0.9}] * len(m), TypeError, "the first value a dict"),
+        (lambda m: {"score": np.zeros(len(m))}, TypeError, "returned a dict"),
+        (lambda m: None, TypeError, "returned None"),
+        (lambda m: ["0.5"] * len(m), TypeError, "dtype <U3"),
+        (lambda m: [[0.0]] * (len(m) - 1) + [[0.0, 1.0]], TypeError, "returned a list"),
+        (lambda m: np.zeros(m.shape), ValueError, r"returned 5040 values of shape \(504, 10\)"),
+        (lambda m: np.where(m[:, 0], np.inf, 0.0), ValueError, r"NaN or infinite values \(first for query 1\)"),
+    ],
+)
+def test_a_value_function_with_the_wrong_return_gets_one_clear_error(value_fn, error, got):
+    with pytest.raises(error) as raised:
+        explain(value_fn, 10, b=3)
+    message = str(raised.value)
+    assert message.startswith("value_fn must map bool masks of shape (B, n) to B float values of shape (B,); "
+                              "given masks of shape (504, 10), it returned ")
+    assert re.search(got, message)
+
+
+def test_a_value_function_may_return_a_column_or_a_list_of_numbers():
+    column = explain(lambda m: (2.0 * m[:, 3])[:, None], 10, b=3)
+    listed = explain(lambda m: [int(row[3]) * 2 for row in m], 10, b=3)
+    assert column.to("mobius")[(3,)] == pytest.approx(2.0) and listed.to("mobius")[(3,)] == pytest.approx(2.0)
