@@ -7,11 +7,12 @@ False/0 = feature masked.
 from __future__ import annotations
 
 import abc
+import difflib
 import functools
 import importlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,12 +127,44 @@ class Score:
 class Backend(abc.ABC):
     """A value function: scores masked versions of an example. One instance per actor/replica.
 
-    ``execution_options``: the constructor options that change how queries are sent (rate limits,
-    cost caps, timeouts, retries), never their values; a job may change them on a resume.
+    The contract a backend declares (a backend of one's own declares the same):
+
+    - options: the keyword arguments of its constructor, set in a config's ``backend`` section;
+      ``check_options`` finds every bad one when the config loads, before anything starts.
+    - ``execution_options``: the options that change how queries are sent (rate limits, cost caps,
+      timeouts, retries), never their values; a job may change them on a resume.
+    - ``internal_options``: constructor options the job supplies itself (e.g. a shared rate
+      limiter); a config may not set them and error messages never list them.
+    - ``check_values``: a classmethod that validates option values without loading a model or
+      opening a connection; returns one message per problem (the default checks nothing).
     """
 
     name: str
     execution_options: ClassVar[frozenset[str]] = frozenset()
+    internal_options: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Every problem with a config's ``options`` (the ``backend`` section without ``name``),
+        one message each naming its key as ``backend.<option>``; [] when they are fine."""
+        allowed, required, var_keyword = _options(cls)
+        public = allowed - cls.internal_options
+        problems = []
+        for key in sorted(map(str, options)):
+            if key in cls.internal_options or (key not in allowed and not var_keyword):
+                problems.append(f"unknown key 'backend.{key}' for backend {cls.name!r} "
+                                f"(allowed: {', '.join(sorted(public))}){did_you_mean(key, public)}")
+        problems += [f"missing required key 'backend.{key}' for backend {cls.name!r}"
+                     for key in sorted(required - set(options))]
+        if not problems:
+            problems += [f"backend {cls.name!r}: {message}" for message in cls.check_values(options)]
+        return problems
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with the option values (known names, required ones present), each naming its
+        option; must not load a model or connect. The default finds none."""
+        return []
 
     def identity(self) -> dict:
         """Backend and model identity for Parquet metadata (JSON-able, no secrets)."""
@@ -149,6 +182,12 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def did_you_mean(key: str, allowed: Iterable[str]) -> str:
+    """'; did you mean 'x' or 'y'?' naming the allowed names closest to a misspelled ``key``, or ''."""
+    close = difflib.get_close_matches(key, sorted(allowed), n=2)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -202,13 +241,11 @@ def build_backend(spec: Mapping[str, Any]) -> Backend:
     cls = backend_class(name)
     options = {key: value for key, value in spec.items() if key != "name"}
     allowed, required, var_keyword = _options(cls)
-    if not var_keyword:
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ValueError(
-                f"backend {name!r} got unknown option {unknown[0]!r}; "
-                f"allowed options: {', '.join(['name', *sorted(allowed)])}"
-            )
+    unknown = sorted(set(options) - allowed)
+    if unknown and not var_keyword:
+        public = allowed - cls.internal_options
+        raise ValueError(f"backend {name!r} got unknown option {unknown[0]!r}; "
+                         f"allowed options: {', '.join(['name', *sorted(public)])}")
     missing = sorted(required - set(options))
     if missing:
         raise ValueError(f"backend {name!r} needs option {missing[0]!r}")

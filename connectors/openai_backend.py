@@ -32,7 +32,7 @@ import random
 import string
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -308,7 +308,17 @@ class OpenAIBackend(OpenAIOptions, Backend):
     """
 
     name: ClassVar[str] = "openai"
+    internal_options: ClassVar[frozenset[str]] = frozenset({"limiter"})
     limiter: Any = None
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> list[str]:
+        """``OpenAIOptions``' checks: no key, no connection."""
+        try:
+            OpenAIOptions(**options)
+        except (ValueError, TypeError) as err:
+            return [str(err).removeprefix("openai backend: ")]
+        return []
 
     def __post_init__(self) -> None:
         super().__post_init__()

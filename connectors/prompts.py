@@ -30,8 +30,9 @@ from __future__ import annotations
 import abc
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -238,6 +239,27 @@ class LogprobBackend(Backend):
 
     tokenizer: Any
     max_length: int | None = None
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> list[str]:
+        """The checks that need no model: a local ``model`` directory, a known ``value``, labels
+        only with label log-odds, a positive ``max_new_tokens``, a known masking ``strategy``."""
+        problems = []
+        model = options.get("model")
+        if not isinstance(model, str) or not Path(model).expanduser().is_dir():
+            problems.append(f"'model' must be a local model directory (nothing is downloaded), got {model!r}")
+        value = options.get("value", "answer_logprob")
+        if value not in VALUES:
+            problems.append(f"'value' must be one of {', '.join(VALUES)}, got {value!r}")
+        if value != "label_log_odds" and options.get("labels") is not None:
+            problems.append("'labels' are only used with value 'label_log_odds'")
+        max_new_tokens = options.get("max_new_tokens", 1)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            problems.append(f"'max_new_tokens' must be a positive integer, got {max_new_tokens!r}")
+        strategy = options.get("strategy", "remove")
+        if options.get("image_grid") is None and strategy not in STRATEGIES:
+            problems.append(f"'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        return problems
 
     def _setup(
         self,

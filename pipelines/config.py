@@ -11,20 +11,21 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from connectors.base import BACKENDS
+from connectors.base import BACKENDS, backend_class, did_you_mean
 from connectors.documents import DOCUMENT_UNITS
 from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
-from pipelines.backends import execution_options
+from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
+from spex_ray.design import MAX_B
 from spex_ray.methods import METHODS, TREE_LIBRARIES
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
@@ -41,6 +42,9 @@ NOT_SECRETS: frozenset[str] = frozenset(
      "max_num_batched_tokens", "max_batch_tokens"}
 )
 REDACTED = "<redacted>"
+# The largest BCH error capacity a config may ask for: SPEX's queries grow with the parity bits
+# (about t * log2(n) per group and bin), and past this a design is almost all parity.
+MAX_T = 64
 
 
 class ConfigError(ValueError):
@@ -206,13 +210,34 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 
 def config_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> JobConfig:
-    """Validate plain data into a JobConfig; resolves a relative input path against ``base_dir``."""
-    config = _build(JobConfig, data, "")
-    _check(config)
+    """Validate plain data into a JobConfig; resolves a relative input path against ``base_dir``.
+
+    Every problem is found before any is reported: the ConfigError lists them all, one a line.
+    """
+    problems: list[str] = []
+    config = _build(JobConfig, data, "", problems)
+    if config is not None:
+        problems += _check(config)
+        problems += _attempt(lambda: _resolve_input(config, base_dir))
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"config: {len(problems)} problems:\n" + "\n".join(f"  {problem}" for problem in problems))
+    return config
+
+
+def _resolve_input(config: JobConfig, base_dir: Path | None) -> None:
     config.input.path = resolve_input_path(config.input.path, base_dir)
     if config.input.format is None:
         config.input.format = _infer_format(config.input.path)
-    return config
+
+
+def _attempt(check: Callable[[], None]) -> list[str]:
+    """[] if ``check()`` passes, else its ConfigError's message."""
+    try:
+        check()
+    except ConfigError as err:
+        return [str(err)]
+    return []
 
 
 def resolve_input_path(path: str, base_dir: Path | None) -> str:
@@ -283,57 +308,89 @@ def _infer_format(path: str) -> str:
         raise ConfigError(f"config: {err}") from None
 
 
-def _check(config: JobConfig) -> None:
-    """Value checks beyond types."""
-    _one_of("input.format", config.input.format, FORMATS, optional=True)
-    _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES))
-    _one_of("method", config.method, METHODS)
-    _one_of("trees", config.trees, TREE_LIBRARIES)
-    _one_of("refit", config.refit, ("ls", "lasso"), optional=True)
+# Bounds of the numeric keys: (key, lowest, highest); None = unbounded. The highest values keep a
+# job within what a machine can plan (a SPEX design of b bins per group has 2^b x ... queries).
+_BOUNDS: tuple[tuple[str, float, float | None], ...] = (
+    ("featurizer.max_features", 2, 100_000),
+    ("budget", 1, 100_000_000),
+    ("b", 1, MAX_B),
+    ("t", 1, MAX_T),
+    ("max_order", 1, 127),
+    ("holdout", 0, 1_000_000),
+    ("seed", 0, 2**63 - 1),
+    ("ray.num_actors", 1, 100_000),
+    ("ray.num_cpus_per_actor", 0, None),
+    ("ray.num_gpus_per_actor", 0, None),
+    ("ray.num_cpus_per_decode", 0, None),
+    ("ray.batch_size", 1, 1_000_000),
+    ("ray.max_restarts", 0, 10_000),
+    ("ray.max_attempts", 1, 100),
+    ("ray.flush_seconds", 0, 86_400),
+    ("masking.blur_sigma", 1e-9, None),
+)
+
+
+def _check(config: JobConfig) -> list[str]:
+    """Value checks beyond types: every problem, one message each."""
+    checks = [
+        lambda: _one_of("input.format", config.input.format, FORMATS, optional=True),
+        lambda: _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES)),
+        lambda: _one_of("method", config.method, METHODS),
+        lambda: _one_of("trees", config.trees, TREE_LIBRARIES),
+        lambda: _one_of("refit", config.refit, ("ls", "lasso"), optional=True),
+        lambda: _check_masking(config),
+        lambda: _check_documents(config),
+        lambda: _check_indices(config.indices),
+    ]
+    problems = [problem for check in checks for problem in _attempt(check)]
+    if config.featurizer.unit == "spans" and config.featurizer.spans_field is None:
+        problems.append("config: 'featurizer.spans_field' is required when 'featurizer.unit' is spans")
+    if config.budget is not None and config.b is not None:
+        problems.append("config: set either 'budget' or 'b', not both")
+    for key, low, high in _BOUNDS:
+        section, _, name = key.rpartition(".")
+        value = getattr(getattr(config, section) if section else config, name)
+        if value is not None and value < low:
+            problems.append(f"config: {key!r} must be >= {low}, got {value}")
+        elif value is not None and high is not None and value > high:
+            problems.append(f"config: {key!r} must be <= {high}, got {value}")
+    return problems + _check_backend(config)
+
+
+def _check_masking(config: JobConfig) -> None:
     if config.featurizer.unit == PATCHES:
         _check_patches(config)
-    else:
-        _one_of("masking.strategy", config.masking.strategy, STRATEGIES)
-        for key in ("input.image_field", "featurizer.grid"):
-            section, name = key.split(".")
-            if getattr(getattr(config, section), name) is not None:
-                raise ConfigError(f"config: {key!r} is only for images ('featurizer.unit: {PATCHES}')")
-    if config.featurizer.unit == "spans" and config.featurizer.spans_field is None:
-        raise ConfigError("config: 'featurizer.spans_field' is required when 'featurizer.unit' is spans")
-    _check_documents(config)
-    if "name" not in config.backend:
-        raise ConfigError("config: 'backend.name' is required")
-    _one_of("backend.name", config.backend["name"], tuple(sorted(BACKENDS)))
-    if config.budget is not None and config.b is not None:
-        raise ConfigError("config: set either 'budget' or 'b', not both")
-    if not config.indices:
+        return
+    _one_of("masking.strategy", config.masking.strategy, STRATEGIES)
+    for key in ("input.image_field", "featurizer.grid"):
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) is not None:
+            raise ConfigError(f"config: {key!r} is only for images ('featurizer.unit: {PATCHES}')")
+
+
+def _check_indices(indices: list[str]) -> None:
+    if not indices:
         raise ConfigError("config: 'indices' must list at least one index")
-    for position, index in enumerate(config.indices):
+    for position, index in enumerate(indices):
         _one_of(f"indices[{position}]", index, INDICES)
-    if len(set(config.indices)) != len(config.indices):
-        raise ConfigError(f"config: 'indices' repeats an index: {config.indices}")
-    for key, value, low in [
-        ("featurizer.max_features", config.featurizer.max_features, 2),
-        ("budget", config.budget, 1),
-        ("b", config.b, 1),
-        ("t", config.t, 1),
-        ("max_order", config.max_order, 1),
-        ("holdout", config.holdout, 0),
-        ("seed", config.seed, 0),
-        ("ray.num_actors", config.ray.num_actors, 1),
-        ("ray.num_cpus_per_actor", config.ray.num_cpus_per_actor, 0),
-        ("ray.num_gpus_per_actor", config.ray.num_gpus_per_actor, 0),
-        ("ray.num_cpus_per_decode", config.ray.num_cpus_per_decode, 0),
-        ("ray.batch_size", config.ray.batch_size, 1),
-        ("ray.max_restarts", config.ray.max_restarts, 0),
-        ("ray.max_attempts", config.ray.max_attempts, 1),
-        ("ray.flush_seconds", config.ray.flush_seconds, 0),
-        ("masking.blur_sigma", config.masking.blur_sigma, 1e-9),
-    ]:
-        if value is not None and value < low:
-            raise ConfigError(f"config: {key!r} must be >= {low}, got {value}")
-    if config.max_order > 127:
-        raise ConfigError(f"config: 'max_order' must be <= 127, got {config.max_order}")
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"config: 'indices' repeats an index: {indices}")
+
+
+def _check_backend(config: JobConfig) -> list[str]:
+    """The backend's name and every option the backend class finds wrong (it loads no model and
+    opens no connection), masking options it takes included."""
+    name = config.backend.get("name")
+    if name is None:
+        return ["config: 'backend.name' is required"]
+    if name not in BACKENDS:
+        return _attempt(lambda: _one_of("backend.name", name, tuple(sorted(BACKENDS))))
+    try:
+        cls = backend_class(name)
+    except ImportError as err:
+        return [f"config: 'backend.name' {name!r}: {err}"]
+    spec = config.backend_spec(backend_options(name))
+    return [f"config: {problem}" for problem in cls.check_options({k: v for k, v in spec.items() if k != "name"})]
 
 
 def _check_documents(config: JobConfig) -> None:
@@ -373,41 +430,55 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...], optional: bool = Fal
         raise ConfigError(f"config: {key!r} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``data``, checking keys and value types."""
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``; each unknown key, missing key or badly typed
+    value adds a problem and leaves that field at its default. None when ``data`` is no mapping
+    or a required key is missing."""
     where = prefix.rstrip(".") or "the config"
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config: {where!r} must be a mapping, got {type(data).__name__}")
+        problems.append(f"config: {where!r} must be a mapping, got {type(data).__name__}")
+        return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(str(key) for key in data if key not in fields)
-    if unknown:
-        raise ConfigError(f"config: unknown key {prefix + unknown[0]!r} (allowed: {', '.join(sorted(fields))})")
+    problems += [f"config: unknown key {prefix + key!r} (allowed: {', '.join(sorted(fields))}){did_you_mean(key, fields)}"
+                 for key in sorted(str(key) for key in data if key not in fields)]
     values = {}
+    complete = True
     for name, spec in fields.items():
         key = prefix + name
         if name not in data:
             if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"config: missing required key {key!r}")
+                problems.append(f"config: missing required key {key!r}")
+                complete = False
             continue
-        values[name] = _convert(hints[name], data[name], key)
-    return cls(**values)
+        try:
+            values[name] = _convert(hints[name], data[name], key, problems)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        if values[name] is None and data[name] is not None:  # a section that could not be built
+            del values[name]
+            complete = complete and not (spec.default is dataclasses.MISSING
+                                         and spec.default_factory is dataclasses.MISSING)
+    return cls(**values) if complete else None
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """``value`` as type ``hint``; ConfigError naming ``key`` when it is not (a nested section adds
+    its problems to ``problems`` and converts to None when it cannot be built)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [arg for arg in args if arg is not type(None)]
-        return _convert(inner, value, key)
+        return _convert(inner, value, key, problems)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, key + ".")
+        return _build(hint, value if value is not None else {}, key + ".", problems)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"config: {key!r} must be a list, got {value!r}")
-        return [_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+        return [_convert(args[0], item, f"{key}[{i}]", problems) for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config: {key!r} must be a mapping, got {value!r}")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from connectors.base import BACKENDS, Backend, Score
 from pipelines.config import (
     ConfigError,
     JobConfig,
@@ -23,6 +24,25 @@ def _write(tmp_path, data, name="job.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+class _Keyed(Backend):
+    """A backend taking a model name and an API key option (to test overrides and redaction)."""
+
+    name = "keyed"
+
+    def __init__(self, *, model: str = "m", api_key: str | None = None, strategy: str = "remove",
+                 mask_token: str = "[MASK]"):
+        self.model = model
+
+    def score(self, example, keep):
+        return [Score(value=0.0, raw="{}") for _ in keep]
+
+
+@pytest.fixture
+def keyed(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "keyed", f"{__name__}:_Keyed")
+    return {"name": "keyed"}
 
 
 @pytest.fixture
@@ -104,12 +124,12 @@ def test_missing_required_keys_and_non_mapping_files(tmp_path):
         load_config(tmp_path / "absent.yaml")
 
 
-def test_set_overrides_parse_values_as_yaml(tmp_path, minimal):
-    path = _write(tmp_path, minimal)
+def test_set_overrides_parse_values_as_yaml(tmp_path, minimal, keyed):
+    path = _write(tmp_path, {**minimal, "backend": keyed})
     config = load_config(path, ["ray.num_actors=4", "indices=[fbii, shapley]", "refit=null", "budget=5000",
                                 "backend.model=m:1", "masking.mask_token=<mask>"])
     assert config.ray.num_actors == 4 and config.indices == ["fbii", "shapley"] and config.refit is None
-    assert config.budget == 5000 and config.backend == {"name": "vader", "model": "m:1"}
+    assert config.budget == 5000 and config.backend == {"name": "keyed", "model": "m:1"}
     assert config.masking.mask_token == "<mask>"
     with pytest.raises(ConfigError, match="unknown key 'ray.actors'"):
         load_config(path, ["ray.actors=1"])
@@ -158,8 +178,8 @@ def test_secrets_are_redacted_but_harmless_token_names_are_kept():
     assert data["backend"]["api_key"] == "sk-1"  # the input is not modified
 
 
-def test_result_hash_ignores_execution_settings_and_secrets(tmp_path, minimal):
-    path = _write(tmp_path, minimal)
+def test_result_hash_ignores_execution_settings_and_secrets(tmp_path, minimal, keyed):
+    path = _write(tmp_path, {**minimal, "backend": keyed})
     base = load_config(path).result_hash()
     assert load_config(path, ["ray.num_actors=7", "output=elsewhere", "progress=false"]).result_hash() == base
     assert load_config(path, ["backend.api_key=other"]).result_hash() == load_config(path, ["backend.api_key=k"]).result_hash()
@@ -186,3 +206,47 @@ def test_image_jobs_pass_their_grid_and_fill_to_the_backend(tmp_path, minimal):
     accepted = {"strategy", "mask_token", "image_grid", "blur_sigma"}
     assert config.backend_spec(accepted) == {"name": "vader", "strategy": "grey", "mask_token": "[MASK]",
                                              "image_grid": [2, 3], "blur_sigma": 1.5}
+
+
+PUZZLES = ROOT / "configs" / "puzzles-gpt4o-mini.yaml"
+
+
+def test_a_misspelled_backend_option_fails_at_load_naming_it_without_internal_options():
+    pytest.importorskip("openai")
+    with pytest.raises(ConfigError) as caught:
+        load_config(PUZZLES, ["backend.modle=gpt-4o-mini"])
+    message = str(caught.value)
+    assert "unknown key 'backend.modle' for backend 'openai'" in message and "'model'?" in message
+    assert "limiter" not in message
+
+
+def test_backend_option_values_are_checked_at_load():
+    pytest.importorskip("openai")
+    with pytest.raises(ConfigError, match="'rpm' must be > 0 or null, got -1"):
+        load_config(PUZZLES, ["backend.rpm=-1"])
+
+
+def test_an_open_model_backend_needs_an_existing_model_folder_at_load(tmp_path, minimal):
+    config = {**minimal, "backend": {"name": "transformers", "model": str(tmp_path / "absent")}}
+    with pytest.raises(ConfigError, match="'model' must be a local model directory"):
+        load_config(_write(tmp_path, config))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("b", 30, "'b' must be <= 20, got 30"),
+    ("t", 1000, "'t' must be <= 64, got 1000"),
+    ("ray.max_attempts", 10_000, "'ray.max_attempts' must be <= 100"),
+])
+def test_numeric_keys_have_upper_bounds(tmp_path, minimal, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, minimal), [f"{key}={value}"])
+
+
+def test_every_problem_is_reported_at_once(tmp_path, minimal):
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, minimal), ["b=30", "input.txt_field=x", "method=nope", "backend.colour=red"])
+    message = str(caught.value)
+    assert message.startswith("config: 4 problems:")
+    for part in ("'b' must be <= 20", "unknown key 'input.txt_field'", "'method' must be one of",
+                 "unknown key 'backend.colour'"):
+        assert part in message
