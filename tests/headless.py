@@ -54,11 +54,13 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="spex-chromium-")
         to_child, self._write = os.pipe()
         self._read, from_child = os.pipe()
-        # The shell puts our pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them.
-        command = ["sh", "-c", f'exec "$@" 3<&{to_child} 4>&{from_child}', "sh", self.executable, *FLAGS,
+        # bash puts our pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them (dash
+        # cannot name fds above 9).
+        command = ["bash", "-c", f'exec "$@" 3<&{to_child} 4>&{from_child}', "bash", self.executable, *FLAGS,
                    f"--user-data-dir={self._profile}", "--remote-debugging-pipe", "about:blank"]
+        self._log = open(os.path.join(self._profile, "chromium.log"), "wb")
         self._process = subprocess.Popen(command, pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         stdout=self._log, stderr=self._log)
         os.close(to_child)
         os.close(from_child)
         self._next_id = 0
@@ -85,6 +87,7 @@ class Browser:
             self._process.kill()
             self._process.wait()
         os.close(self._write)
+        self._log.close()
         shutil.rmtree(self._profile, ignore_errors=True)
 
     def send(self, method: str, params: dict | None = None, session: str | None = None,
@@ -97,7 +100,10 @@ class Browser:
         message = {"id": ident, "method": method, "params": params or {}}
         if session:
             message["sessionId"] = session
-        os.write(self._write, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._write, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"chromium has exited ({self._process.poll()}): {self.log()[-2000:]}") from None
         try:
             answer = reply.get(timeout=timeout or self.timeout)
         except queue.Empty:
@@ -105,6 +111,11 @@ class Browser:
         if "error" in answer:
             raise BrowserError(f"{method}: {answer['error']}")
         return answer.get("result", {})
+
+    def log(self) -> str:
+        """What chromium has printed so far."""
+        with open(self._log.name, "rb") as handle:
+            return handle.read().decode(errors="replace")
 
     def open(self, url: str, width: int = 1280, height: int = 900) -> Page:
         """A new tab showing ``url``, after its load event."""

@@ -81,7 +81,7 @@ window.SpexView = window.SpexView || (function () {
     if (badge) head.appendChild(badge);
     if (ex.f !== undefined && ex.f !== null) head.appendChild(meta("output", num(ex.f)));
     if (ex.z !== undefined && ex.z !== null) head.appendChild(meta("all masked", num(ex.z)));
-    if (ex.w) head.appendChild(meta("features", String(ex.w.length)));
+    if (ex.w && ex.w.length) head.appendChild(meta("features", String(ex.w.length)));
     if (ex.t) head.appendChild(meta("target", ex.t));
     box.appendChild(head);
     if (ex.err) {
