@@ -2,7 +2,8 @@
 ``report`` them as an HTML page.
 
 Exit status: 0 on success (examples with bad input still get error rows), 2 for a bad config or
-command line, 1 when the job cannot run (e.g. the output folder holds another config's results).
+command line, 1 when the job cannot run (e.g. the output folder holds another config's results),
+when every example failed, or at the first error row with ``--fail-fast``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML job config")
     run.add_argument("--output", help="output folder (overrides the config's 'output')")
     run.add_argument("--address", help="address of a running Ray cluster (overrides 'ray.address')")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="stop at the first example that gets an error row (to debug a config)")
     _common(run)
 
     plan = commands.add_parser("plan", help="print what a job would query, without querying")
@@ -80,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from pipelines.runner import run_job
 
-        run_job(config, limit=args.limit)
+        summary = run_job(config, limit=args.limit, fail_fast=args.fail_fast)
+        if summary.examples_ok == 0 and summary.examples_error > 0:
+            print(f"spex-ray: error: every example failed ({summary.examples_error} error rows); "
+                  f"the first: {summary.first_error}", file=sys.stderr)
+            return 1
         return 0
     except ConfigError as err:
         print(f"spex-ray: {err}", file=sys.stderr)

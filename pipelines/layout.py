@@ -75,7 +75,7 @@ class QueryLayout:
         q, h = self.num_design, self.holdout
         if start < q:
             parts.append(self._design.masks(start, min(stop, q)))
-        if start < q + h and stop > q:
+        if h and start < q + h and stop > q:
             parts.append(self._holdout.masks(max(start, q) - q, min(stop, q + h) - q))
         if start <= self.full_id < stop:
             parts.append(np.ones((1, self.n), dtype=bool))

@@ -95,7 +95,8 @@ class JobSummary:
     ``nodes`` maps node id -> queries scored there; ``limiter`` holds the job-wide rate limiter's
     counters (requests, tokens, spent_usd over the whole job, cost_cap_reached, rpm, tpm) for
     backends that use one. ``queries_not_sent``: queries the backend declined (not logged);
-    ``stopped``: why the run ended before every example was done (a re-run resumes it)."""
+    ``stopped``: why the run ended before every example was done (a re-run resumes it);
+    ``first_error``: the first error row's example id and reason."""
 
     output: str
     examples_ok: int = 0
@@ -110,6 +111,8 @@ class JobSummary:
     limiter: dict[str, Any] | None = None
     queries_not_sent: int = 0
     stopped: str | None = None
+    first_error: str | None = None
+    r2_values: list[float] = field(default_factory=list, repr=False)  # per example, for the mean
 
     def describe(self) -> str:
         r2 = "n/a" if self.mean_faithfulness_r2 is None else f"{self.mean_faithfulness_r2:.3f}"
@@ -139,8 +142,17 @@ class _Active:
         return int(self.done.size - np.count_nonzero(self.done))
 
 
-def run_job(config: JobConfig, *, limit: int | None = None) -> JobSummary:
-    """Run (or resume) ``config`` into ``config.output``; connects to or starts Ray as needed."""
+class FailFast(RuntimeError):
+    """``fail_fast`` was set and an example got an error row."""
+
+
+def run_job(config: JobConfig, *, limit: int | None = None, fail_fast: bool = False) -> JobSummary:
+    """Run (or resume) ``config`` into ``config.output``; connects to or starts Ray as needed.
+
+    A job whose every input record is explained already returns its summary without starting Ray.
+    ``fail_fast``: stop at the first error row, raising FailFast with its reason (for debugging a
+    config; the rows written so far stay, and a re-run resumes).
+    """
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     with open(output / LOCK_FILE, "w") as lock:
@@ -151,12 +163,30 @@ def run_job(config: JobConfig, *, limit: int | None = None) -> JobSummary:
         for stale in output.glob(TEMP_PREFIX + "*"):
             stale.unlink(missing_ok=True)  # left by a killed run
         _check_job_file(config, output)
+        summary = JobSummary(output=str(output))
+        finished = _read_finished(output, summary)
+        if _all_finished(config, finished, limit):
+            summary.examples_skipped = len(finished) if limit is None else min(limit, len(finished))
+            _finish_summary(summary, output)
+            logger.info("spex-ray: nothing to do, every example is explained already: %s", summary.describe())
+            return summary
         started_ray = _init_ray(config.ray.address)
         try:
-            return _Job(config, output, limit).run()
+            return _Job(config, output, limit, summary, finished, fail_fast).run()
         finally:
             if started_ray:
                 ray.shutdown()
+
+
+def _all_finished(config: JobConfig, finished: set[str], limit: int | None) -> bool:
+    """Whether every input record (the first ``limit``) has explanation rows: counted first, then,
+    only when the counts allow it, the records' ids read (no model, no Ray)."""
+    if not finished:
+        return False
+    total = count_records(config.input)
+    if len(finished) < (total if limit is None else min(total, limit)):
+        return False
+    return all(item.example_id in finished for item in load_examples(config, limit))
 
 
 def _init_ray(address: str | None) -> bool:
@@ -198,14 +228,16 @@ def _record_job_file(config: JobConfig, output: Path) -> None:
 
 
 class _Job:
-    def __init__(self, config: JobConfig, output: Path, limit: int | None) -> None:
+    def __init__(self, config: JobConfig, output: Path, limit: int | None, summary: JobSummary,
+                 finished: set[str], fail_fast: bool) -> None:
         self.config = config
         self.output = output
         self.limit = limit
         self.spec = MethodSpec.from_config(config)
-        self.summary = JobSummary(output=str(output))
+        self.summary = summary
+        self.finished = finished
+        self.fail_fast = fail_fast
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.r2_values: list[float] = []
         self.active: dict[str, _Active] = {}
         self.awaiting: dict[str, tuple[QueryLayout, pa.Table | None]] = {}  # examples waiting for their target
         self.queue: deque[Batch] = deque()
@@ -228,7 +260,7 @@ class _Job:
 
     def run(self) -> JobSummary:
         begin = time.monotonic()
-        finished = self._read_finished()
+        finished = self.finished
         compact_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id, min_parts=_COMPACT_QUERY_LOG_PARTS)
         logged = group_by_example(
             read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["example_id", "query_id", "value", "error"],
@@ -268,21 +300,41 @@ class _Job:
             with tqdm(total=total, unit="ex", desc="spex-ray", file=sys.stderr,
                       disable=not self.config.progress, dynamic_ncols=True) as progress:
                 self._loop(pool, load_examples(self.config, self.limit), finished, logged, progress, begin)
-        finally:
-            self._flush()
-            self.summary.scorers = pool.stats()
-            pool.shutdown()
-            if self.limiter is not None:
-                self.summary.limiter = self.limiter.stats()
-                self.limiter.shutdown()
+        except BaseException:
+            self._close(pool, quiet=True)
+            raise
+        self._close(pool, quiet=False)
         self.summary.seconds = time.monotonic() - begin
         if self.stop_reason is not None:
             unfinished = total - self.handled
             self.summary.stopped = (f"{self.stop_reason}; {unfinished} examples are unfinished and the job is "
                                     "resumable: run it again to finish them")
-        self._finish_summary()
+        _finish_summary(self.summary, self.output)
         logger.info("spex-ray: %s", self.summary.describe())
         return self.summary
+
+    def _close(self, pool: ScorerPool, *, quiet: bool) -> None:
+        """Flush the writers, stop the pool and the limiter, their counters into the summary. Every
+        step runs; a failing one is logged, and raised after the rest only when not ``quiet`` (with
+        ``quiet`` an error is already on its way out, and a clean-up failure must not hide it)."""
+        def stop_pool() -> None:
+            self.summary.scorers = pool.stats()
+            pool.shutdown()
+
+        def stop_limiter() -> None:
+            if self.limiter is not None:
+                self.summary.limiter = self.limiter.stats()
+                self.limiter.shutdown()
+
+        failures = []
+        for step in (self._flush, stop_pool, stop_limiter):
+            try:
+                step()
+            except Exception as err:  # every step still runs
+                logger.warning("spex-ray: clean-up step %s failed: %s: %s", step.__name__, type(err).__name__, err)
+                failures.append(err)
+        if failures and not quiet:
+            raise failures[0]
 
     def _backend_spec(self, name: str) -> dict[str, Any]:
         """The config's backend section with the masking options it takes and, for a backend that
@@ -479,13 +531,10 @@ class _Job:
     def _write(self, rows: list[dict], progress: tqdm) -> None:
         """Buffer one example's explanation rows and count it."""
         self.explanations.append(rows_to_batch(rows))
-        if rows[0]["status"] == STATUS_OK:
-            self.summary.examples_ok += 1
-            if rows[0]["faithfulness_r2"] is not None:
-                self.r2_values.append(rows[0]["faithfulness_r2"])
-        else:
-            self.summary.examples_error += 1
+        _count(self.summary, rows[0]["example_id"], rows[0]["status"], rows[0]["faithfulness_r2"], rows[0]["error"])
         self._advance(progress)
+        if self.fail_fast and rows[0]["status"] != STATUS_OK:
+            raise FailFast(f"--fail-fast: example {rows[0]['example_id']!r} failed: {rows[0]['error']}")
 
     def _advance(self, progress: tqdm) -> None:
         """One more input record is done (explained, failed or skipped)."""
@@ -512,34 +561,44 @@ class _Job:
         identity = {**self.identity, IDENTITY_FINGERPRINTS: sorted(known | self.fingerprints_written)}
         self.explanations.set_metadata(file_metadata(self.config, identity))
 
-    def _read_finished(self) -> set[str]:
-        """Ids of examples with explanation rows; counts them into the summary."""
-        table = read_parts(self.output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA,
-                           ["example_id", "status", "faithfulness_r2"])
-        seen: set[str] = set()
-        for example_id, status, r2 in zip(*(table.column(name).to_pylist() for name in table.column_names)):
-            if example_id in seen:
-                continue
-            seen.add(example_id)
-            if status == STATUS_OK:
-                self.summary.examples_ok += 1
-                if r2 is not None:
-                    self.r2_values.append(r2)
-            else:
-                self.summary.examples_error += 1
-        return seen
 
-    def _finish_summary(self) -> None:
-        finite = [r2 for r2 in self.r2_values if math.isfinite(r2)]
-        self.summary.mean_faithfulness_r2 = float(np.mean(finite)) if finite else None
-        nodes: dict[str, int] = {}
-        for scorer in self.summary.scorers:
-            for node_id, queries in scorer["queries_by_node"].items():
-                nodes[node_id] = nodes.get(node_id, 0) + queries
-        self.summary.nodes = nodes
-        temporary = self.output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
-        temporary.write_text(json.dumps(asdict(self.summary), indent=2))
-        temporary.replace(self.output / SUMMARY_FILE)
+def _count(summary: JobSummary, example_id: str, status: str, r2: float | None, error: str | None) -> None:
+    """Count one example's outcome into ``summary`` (its R^2 into ``summary.r2_values``)."""
+    if status == STATUS_OK:
+        summary.examples_ok += 1
+        if r2 is not None:
+            summary.r2_values.append(r2)
+        return
+    summary.examples_error += 1
+    if summary.first_error is None:
+        summary.first_error = f"{example_id}: {error}"
+
+
+def _read_finished(output: Path, summary: JobSummary) -> set[str]:
+    """Ids of examples with explanation rows; counts them into ``summary``."""
+    table = read_parts(output / EXPLANATIONS_DIR, EXPLANATION_SCHEMA,
+                       ["example_id", "status", "faithfulness_r2", "error"])
+    seen: set[str] = set()
+    for example_id, status, r2, error in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+        if example_id not in seen:
+            seen.add(example_id)
+            _count(summary, example_id, status, r2, error)
+    return seen
+
+
+def _finish_summary(summary: JobSummary, output: Path) -> None:
+    """Mean R^2 and queries per node into ``summary``; write it to ``summary.json``."""
+    finite = [r2 for r2 in summary.r2_values if math.isfinite(r2)]
+    summary.mean_faithfulness_r2 = float(np.mean(finite)) if finite else None
+    nodes: dict[str, int] = {}
+    for scorer in summary.scorers:
+        for node_id, queries in scorer["queries_by_node"].items():
+            nodes[node_id] = nodes.get(node_id, 0) + queries
+    summary.nodes = nodes
+    record = {key: value for key, value in asdict(summary).items() if key != "r2_values"}
+    temporary = output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(output / SUMMARY_FILE)
 
 
 def _failed_rows(batch: Batch, error: str | None) -> pa.RecordBatch:

@@ -364,3 +364,11 @@ def test_plan_gives_the_estimate_the_masking_options(tmp_path, monkeypatch):
     plan = plan_job(config)
     assert _Priced.seen == {"price": 2.0, "strategy": "mask_token", "mask_token": "___"}
     assert plan.estimate == {"dollars": 2.0 * plan.total_queries}
+
+
+def test_a_layout_without_held_out_masks_serves_ranges_across_the_design_end():
+    spec = MethodSpec("spex-hard", None, 2, 2, 0, 2, "ls", 0, ("fourier",))
+    layout = spec.layout(EXAMPLE.n)
+    masks = layout.masks(0, layout.num_queries)
+    assert masks.shape == (layout.num_design + 2, EXAMPLE.n)
+    assert masks[-2].all() and not masks[-1].any()
