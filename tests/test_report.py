@@ -18,9 +18,9 @@ from pipelines.inputs import BadInput
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter
 from pipelines.reduce import decode, error_rows, rows_to_batch
-from pipelines.report import gaps, recurring, report
+from pipelines.report import gaps, read_rows, recurring, report, views
 from spex_ray import Interactions
-from spex_ray._html import example_view
+from spex_ray._html import terms_view
 from spex_ray.schema import EXPLANATION_SCHEMA
 
 needs_chromium = pytest.mark.skipif(
@@ -64,14 +64,28 @@ def _data(page: str) -> dict:
 
 def test_views_show_effects_of_keeping_and_the_strongest_interactions():
     terms = [((), 9.0), ((0,), 0.5), ((1,), -0.25), ((0, 1), 0.125), ((1, 2), -1.0), ((0, 2), 0.01)]
-    view = example_view("e", ["a", "b", "c"], terms, index="fourier", top=2, r2=0.5)
+    keys, values = zip(*terms)
+    view = terms_view("e", ["a", "b", "c"], keys, values, "fourier", top=2, r2=0.5)
     assert view["e"] == [-1, 0.5, 0]  # (-2)^1 F
     assert view["x"] == [[[1, 2], -4], [[0, 1], 0.5]]  # (-2)^2 F, strongest first, top 2
     assert view["r2"] == 0.5 and "g" not in view and "err" not in view
-    same = example_view("e", ["a", "b", "c"], terms, index="fbii")
+    same = terms_view("e", ["a", "b", "c"], keys, values, "fbii")
     assert same["e"] == [0.5, -0.25, 0] and same["x"][0] == [[1, 2], -1]
-    error = example_view("e", ["a"], [], index="fbii", error="boom")
+    error = terms_view("e", ["a"], [], [], "fbii", error="boom")
     assert error["err"] == "boom" and "e" not in error
+
+
+def test_views_of_a_table_match_the_views_of_its_rows(tmp_path):
+    table, indices, _ = read_rows(_job(tmp_path / "out", extra=3), "fourier")
+    assert indices == ["fbii", "fourier"] and table.num_rows == 8
+    for view, row in zip(views(table, top=2), table.to_pylist(), strict=True):
+        ok = row["status"] == "ok"
+        terms = row["interactions"] or []
+        expected = terms_view(row["example_id"], row["features"] or [], [t["features"] for t in terms],
+                              [t["value"] for t in terms], "fourier", top=2, r2=row["faithfulness_r2"],
+                              full=row["full_value"], empty=row["empty_value"],
+                              error=None if ok else row["error"])
+        assert view == expected
 
 
 def test_gaps_follow_spans_and_image_rows():

@@ -4,8 +4,8 @@ interactions. Shared by ``Interactions._repr_html_`` (one example, in a notebook
 
 Python builds a compact *view* of each example (a JSON-ready dict, keys documented in
 ``view.js``); ``view.js`` renders views in the browser, so a report of 10,000 examples embeds
-compact JSON and draws only the page on screen. Standard library only: imported lazily by
-``spex_ray.interactions``, never at ``import spex_ray``.
+compact JSON and draws only the page on screen. numpy and the standard library only: imported
+lazily by ``spex_ray.interactions``, never at ``import spex_ray``.
 
 Values are shown as effects of *keeping* features: for the ``fourier`` index a term F(T) is shown
 as (-2)^|T| F(T) (the Banzhaf interaction), other indices as stored (as ``spex-ray show`` does).
@@ -14,29 +14,32 @@ as (-2)^|T| F(T) (the Banzhaf interaction), other indices as stored (as ``spex-r
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 _ASSETS = Path(__file__).resolve().parent
 TOP_INTERACTIONS = 10
 """Interactions of order >= 2 kept per example view, strongest first."""
 
 
-def effect(index: str, key: Sequence[int], value: float) -> float:
-    """The effect of keeping the features ``key`` together, from a stored ``index`` value."""
-    return (-2.0) ** len(key) * value if index == "fourier" else value
+def effect(index: str, order, value):
+    """The effect of keeping a term's features together, from its stored ``index`` value (floats
+    or numpy arrays of orders and values)."""
+    return (-2.0) ** order * value if index == "fourier" else value
 
 
 def example_view(
     example_id: str,
     words: Sequence[str],
-    terms: Iterable[tuple[Sequence[int], float]],
+    effects: Sequence[float] = (),
+    interactions: Sequence[tuple[Sequence[int], float]] = (),
     *,
-    index: str,
     gaps: str | None = None,
-    top: int = TOP_INTERACTIONS,
     r2: float | None = None,
     full: float | None = None,
     empty: float | None = None,
@@ -47,15 +50,15 @@ def example_view(
 
     Args:
         words: the n feature texts, in order.
-        terms: ``(feature indices, value)`` pairs of ``index`` (the constant term is ignored).
+        effects: the effect of keeping each word alone (its order-1 term; n floats).
+        interactions: ``(feature indices, effect)`` of order >= 2 to list, strongest first.
         gaps: one character per gap between words (" " space, "\\n" new line, "0" nothing);
             None: spaces.
-        top: interactions of order >= 2 kept, by |effect|.
     """
     view: dict = {"id": str(example_id), "w": [str(word) for word in words]}
     for key, value in (("r2", r2), ("f", full), ("z", empty)):
         if value is not None:
-            view[key] = _round(value)
+            view[key] = _significant(value)
     if target:
         view["t"] = target
     if error is not None:
@@ -63,22 +66,32 @@ def example_view(
         return view
     if gaps is not None and gaps.strip(" "):
         view["g"] = gaps
-    effects = [0.0] * len(words)
-    pairs = []
-    for key, value in terms:
-        key = [int(i) for i in key]
-        if len(key) == 1:
-            effects[key[0]] = effect(index, key, value)
-        elif len(key) > 1:
-            pairs.append((key, effect(index, key, value)))
-    pairs.sort(key=lambda term: -abs(term[1]))
-    view["e"] = [_round(value) for value in effects]
-    view["x"] = [[key, _round(value)] for key, value in pairs[:top]]
+    effects = np.asarray(effects, dtype=np.float64)
+    largest = float(np.abs(effects).max()) if effects.size else 0.0
+    # Four significant digits for the largest effect, the same decimals for the rest: the view is
+    # for eyes, and the page stays small.
+    decimals = 3 - math.floor(math.log10(largest)) if largest else 0
+    view["e"] = [value or 0 for value in np.round(effects, decimals).tolist()]
+    view["x"] = [[[int(i) for i in key], _significant(value)] for key, value in interactions]
     return view
 
 
-def _round(value: float) -> float | int:
-    """Four significant digits (the view is for eyes; it keeps the page small)."""
+def terms_view(example_id: str, words: Sequence[str], keys: Sequence[Sequence[int]], values: Sequence[float],
+               index: str, top: int = TOP_INTERACTIONS, **fields) -> dict:
+    """The view of one example from its stored terms of ``index`` (the constant term is ignored)."""
+    effects = [0.0] * len(words)
+    pairs = []
+    for key, value in zip(keys, values):
+        if len(key) == 1:
+            effects[key[0]] = effect(index, 1, value)
+        elif len(key) > 1:
+            pairs.append((key, effect(index, len(key), value)))
+    pairs.sort(key=lambda term: -abs(term[1]))
+    return example_view(example_id, words, effects, pairs[:top], **fields)
+
+
+def _significant(value: float) -> float | int:
+    """Four significant digits."""
     value = float(f"{float(value):.4g}")
     return int(value) if value.is_integer() and abs(value) < 1e15 else value
 
@@ -122,4 +135,4 @@ def interactions_view(interactions, top: int = TOP_INTERACTIONS) -> dict:
     """The view of an ``Interactions`` (words: its feature names, else the feature indices)."""
     names = interactions.feature_names or [str(i) for i in range(interactions.n)]
     keys, values = interactions.to_arrays()
-    return example_view("", names, zip(keys, values.tolist()), index=interactions.index, top=top)
+    return terms_view("", names, keys, values.tolist(), interactions.index, top)
