@@ -12,11 +12,11 @@ calls timed in this process.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import time
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from pipelines.parts import QUERY_LOG_DIR, read_parts
 from spex_ray.schema import QUERY_LOG_SCHEMA
 
 _SHOWN_ERRORS = 5
+# Seconds from `spex-ray run` to the first query: a fresh local Ray (2-core machine: ray.init,
+# two scorer actors importing their backend, and the shutdown at the end), or joining a cluster.
+RAY_START_SECONDS = 20.0
+RAY_JOIN_SECONDS = 5.0
 _TIMED_EXAMPLES = 4
 _TIMED_MASKS = 64
 
@@ -43,7 +47,20 @@ class JobPlan:
     holdout: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     estimate: dict[str, Any] = field(default_factory=dict)
-    decode_seconds: float | None = None  # one decode of the median-size example, timed here
+    decode_seconds: float | None = None  # CPU-s of one decode of the median-size example, timed here
+    ray_start_seconds: float = 0.0  # Ray's start-up and the scorer actors' (or joining a cluster)
+    decode_cpus: int = 1  # decodes run at once: at most one per scorer actor, at most the CPUs here
+
+    def wall_seconds(self, scoring: float | None, cpu_bound: bool) -> float | None:
+        """The job's wall time: Ray's start-up, the scoring (``scoring`` seconds over the actors)
+        and the decoding spread over ``decode_cpus``; a CPU-bound backend's scoring shares the
+        CPUs with the decoding (the times add), another's overlaps it (the longer counts, plus
+        the last decode). None without a scoring estimate."""
+        if scoring is None:
+            return None
+        decode = (self.decode_seconds or 0.0) * len(self.features) / self.decode_cpus
+        busy = scoring + decode if cpu_bound else max(scoring, decode) + (self.decode_seconds or 0.0)
+        return self.ray_start_seconds + busy
 
     @property
     def total_queries(self) -> int:
@@ -70,18 +87,41 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
         plan.design_queries.append(queries)
     plan.estimate = _estimate(config, plannable, [q + config.holdout + 2 for q in plan.design_queries])
     if plannable:
-        plan.decode_seconds = _time_decode(spec, sorted(plan.features)[len(plan.features) // 2])
+        median = sorted(plannable, key=lambda example: example.n)[len(plannable) // 2]
+        plan.decode_seconds = _time_decode(config, spec, median)
+    plan.ray_start_seconds = RAY_JOIN_SECONDS if config.ray.address else RAY_START_SECONDS
+    plan.decode_cpus = max(1, min(config.ray.num_actors, os.cpu_count() or 1))
     return plan
 
 
-def _time_decode(spec: MethodSpec, n: int) -> float:
-    """Seconds of one fit of the method for ``n`` features, on random values: the fits' cost
-    (tree grid searches, least squares) hardly depends on the values."""
-    method_plan = spec.plan(n)
-    values = np.random.default_rng(0).normal(size=method_plan.num_queries)
-    begin = time.perf_counter()
+def _time_decode(config: JobConfig, spec: MethodSpec, example: Example) -> float:
+    """CPU seconds of one fit of the method on ``example``'s design. A fit's cost depends on the
+    values (tree searches grow with the structure they find), so the values are the backend's own
+    where it is cheap to run here (``TIMED_IN_PROCESS``), else a planted sparse function."""
+    method_plan = spec.plan(example.n)
+    masks = method_plan.design.masks()
+    if config.backend["name"] in TIMED_IN_PROCESS:
+        backend = build_backend(config.backend_spec(backend_options(config.backend["name"])))
+        try:
+            values = np.array([score.value for score in backend.score(example, masks)], dtype=float)
+        finally:
+            backend.close()
+    else:
+        values = _planted_values(masks)
+    begin = time.process_time()
     method_plan.fit(values)
-    return time.perf_counter() - begin
+    return time.process_time() - begin
+
+
+def _planted_values(masks: np.ndarray) -> np.ndarray:
+    """A sparse function of the masks (half the features and n/4 pairs, 5% noise) to time a fit on."""
+    rng = np.random.default_rng(0)
+    n = masks.shape[1]
+    linear = rng.normal(size=n) * (rng.random(n) < 0.5)
+    pairs = rng.integers(0, n, size=(max(1, n // 4), 2))
+    weights = 0.5 * rng.normal(size=len(pairs))
+    values = masks @ linear + (weights * masks[:, pairs[:, 0]] * masks[:, pairs[:, 1]]).sum(axis=1)
+    return values + 0.05 * rng.normal(size=len(masks))
 
 
 def _estimate(config: JobConfig, examples: list[Example], num_queries: list[int]) -> dict[str, Any]:
@@ -149,12 +189,36 @@ def describe(config: JobConfig, plan: JobPlan) -> str:
     if plan.decode_seconds is not None:
         total = plan.decode_seconds * len(plan.features)
         lines.append(f"decode: {plan.decode_seconds:.2g} s per example on one CPU (timed on the median-size "
-                     f"example); {total:,.0f} CPU-s in all, beside the scoring")
-    if not plan.estimate:
-        lines.append("estimate: none (the backend gives no estimate and no earlier run has logged latencies)")
-    for key, value in plan.estimate.items():
-        lines.append(f"estimate: {key}: {_format(key, value)}")
+                     f"example); {total:,.0f} CPU-s in all, {plan.decode_cpus} at once")
+    lines += _estimate_lines(config, plan)
     return "\n".join(lines)
+
+
+def _estimate_lines(config: JobConfig, plan: JobPlan) -> list[str]:
+    """The headline wall time (Ray's start-up, scoring, decoding), dollars as dollars, the rest."""
+    estimate = dict(plan.estimate)
+    scoring = estimate.pop("seconds", None)
+    cpu_bound = config.backend["name"] in TIMED_IN_PROCESS
+    lines = []
+    wall = plan.wall_seconds(scoring, cpu_bound)
+    if wall is not None:
+        decode = (plan.decode_seconds or 0.0) * len(plan.features)
+        lines.append(f"estimate: wall time: {_duration(wall)} = Ray start-up ~{plan.ray_start_seconds:.0f} s + "
+                     f"scoring {_duration(scoring)} on {config.ray.num_actors} actors "
+                     f"{'+' if cpu_bound else 'beside'} decoding {decode:,.0f} CPU-s over {plan.decode_cpus} CPUs")
+    else:
+        lines.append("estimate: wall time unknown (the backend gives no estimate and no earlier run has logged "
+                     "latencies); Ray start-up and decoding alone: "
+                     f"{_duration(plan.wall_seconds(0.0, True) or 0.0)}")
+    if "usd_online" in estimate:
+        lines.append(f"estimate: dollars: ${estimate.pop('usd_online'):,.2f} online, "
+                     f"${estimate.pop('usd_batch', float('nan')):,.2f} with the Batch API")
+    lines += [f"estimate: {key}: {_format(key, value)}" for key, value in estimate.items()]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:,.0f} s" if seconds < 120 else f"{seconds:,.0f} s ({seconds / 3600:.2f} h)"
 
 
 def _spread(values: list[int]) -> str:
@@ -162,8 +226,8 @@ def _spread(values: list[int]) -> str:
 
 
 def _format(key: str, value: Any) -> str:
-    if key == "seconds" and isinstance(value, (int, float)):
-        return f"{value:,.0f} s ({value / 3600:.2f} h)"
+    if ("dollars" in key or "usd" in key) and isinstance(value, (int, float)):
+        return f"${value:,.2f}"
     if isinstance(value, float):
         return f"{value:,.4g}"
     if isinstance(value, int):

@@ -55,7 +55,7 @@ def test_plan_prints_examples_features_and_queries_without_scoring(tmp_path, cap
     assert f"features per example (words): min {min(sizes)} / median {np.median(sizes):.0f} / max {max(sizes)}" in out
     assert "held-out queries per example: 200" in out
     assert f"total queries: {total:,}" in out
-    assert "estimate: seconds: " in out and "timed in this process" in out
+    assert "estimate: wall time: " in out and "Ray start-up" in out and "timed in this process" in out
     decode = re.search(r"decode: ([0-9.e+-]+) s per example on one CPU .*; ([0-9,]+) CPU-s in all", out)
     assert decode and float(decode.group(1)) > 0
 
@@ -68,7 +68,7 @@ def test_plan_asks_the_backend_class_for_its_estimate(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "examples: 3 (3 plannable" in out
     total = int(out.split("total queries: ")[1].split()[0].replace(",", ""))
-    assert f"estimate: dollars: {0.01 * total:,.4g}" in out
+    assert f"estimate: dollars: ${0.01 * total:,.2f}" in out
     assert "estimate: prompt_tokens: " in out
 
 
@@ -80,7 +80,7 @@ def test_plan_estimates_time_from_an_earlier_query_log(tmp_path, capsys):
     writer.append(BatchScorer(FakeBackend()).score(example, layout, 0, 100))
     writer.flush()
     assert main(["plan", str(DEMO), "--output", str(tmp_path / "out")]) == 0
-    assert "estimate: seconds: " in capsys.readouterr().out
+    assert "estimate: wall time: " in capsys.readouterr().out
 
 
 def test_plan_lists_bad_examples(tmp_path, capsys):
@@ -148,3 +148,13 @@ def test_run_refuses_an_output_folder_of_another_config(tmp_path, capsys):
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "{run,plan,show}" in result.stdout
+
+
+def test_plan_prints_dollars_as_dollars_and_a_wall_time_with_ray_and_decoding(tmp_path, capsys):
+    pytest.importorskip("openai")
+    puzzles = ROOT / "configs" / "puzzles-gpt4o-mini.yaml"
+    assert main(["plan", str(puzzles), "--limit", "3", "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"estimate: dollars: \$[0-9.]+ online, \$[0-9.]+ with the Batch API", out)
+    wall = re.search(r"estimate: wall time: ([0-9,]+) s .*Ray start-up ~([0-9]+) s \+ scoring ([0-9,]+) s", out)
+    assert wall and int(wall.group(1).replace(",", "")) >= int(wall.group(2)) + int(wall.group(3).replace(",", ""))
