@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from connectors.ratelimit import CostCapReached, RateLimiter
+from connectors.ratelimit import REBOOKS, CostCapReached, RateLimiter
 
 LIMITER_OPTION = "limiter"
 _LIMITS: tuple[str, ...] = ("rpm", "tpm", "max_cost_usd")
@@ -25,12 +25,19 @@ _LIMITS: tuple[str, ...] = ("rpm", "tpm", "max_cost_usd")
 class _LimiterActor:
     """The job-wide ``RateLimiter`` (wrapped with ``ray.remote`` by ``start_shared_limiter``)."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, max_cost_usd: float | None, spent_usd: float) -> None:
-        self._limiter = RateLimiter(rpm, tpm, max_cost_usd=max_cost_usd)
+    def __init__(self, rpm: float | None, tpm: float | None, max_cost_usd: float | None, spent_usd: float,
+                 window: dict[str, float]) -> None:
+        self._limiter = RateLimiter(rpm, tpm, max_cost_usd=max_cost_usd, **window)
         self._limiter.spend(spent_usd)
 
     def reserve(self, tokens: int, requests: int) -> float | None:
         return self._limiter.reserve(tokens, requests)
+
+    def late(self, seconds: float, can_rebook: bool) -> None:
+        self._limiter.late(seconds, can_rebook)
+
+    def margin_s(self) -> float:
+        return self._limiter.margin_s
 
     def pause(self, seconds: float) -> None:
         self._limiter.pause(seconds)
@@ -49,19 +56,36 @@ class SharedLimiter:
     """Client of the job-wide limiter actor, with ``RateLimiter``'s interface.
 
     ``acquire`` asks the actor for a slot (one round trip) and sleeps locally; ``pause``,
-    ``observe`` and ``spend`` are fire-and-forget (Ray keeps their order per caller).
+    ``observe`` and ``spend`` are fire-and-forget (Ray keeps their order per caller). A sender
+    that wakes more than the limiter's ``margin_s`` after its slot (the round trip included) gives
+    it up and books another, as with ``RateLimiter``; such wake-ups and new maxima of lateness are
+    reported to the actor.
     """
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, margin_s: float) -> None:
         self.handle = handle
+        self.margin_s = margin_s
+        self._late = 0.0
 
     async def acquire(self, tokens: int, requests: int = 1) -> float:
-        delay = await self.handle.reserve.remote(tokens, requests)
-        if delay is None:
-            raise CostCapReached("the job's max_cost_usd is spent")
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return delay
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        rebooks = 0
+        while True:
+            booked = loop.time()
+            delay = await self.handle.reserve.remote(tokens, requests)
+            if delay is None:
+                raise CostCapReached("the job's max_cost_usd is spent")
+            if delay > 0:
+                await asyncio.sleep(delay)
+            late = loop.time() - booked - delay
+            rebook = late > self.margin_s and rebooks < REBOOKS
+            if rebook or late > self._late:
+                self._late = self._late if rebook else late
+                self.handle.late.remote(late, rebook)
+            if not rebook:
+                return loop.time() - begin
+            rebooks += 1
 
     def pause(self, seconds: float) -> None:
         self.handle.pause.remote(seconds)
@@ -73,7 +97,8 @@ class SharedLimiter:
         self.handle.spend.remote(usd)
 
     def stats(self) -> dict[str, Any]:
-        """The actor's counters: requests, tokens, waited_s, pauses, spent_usd, cost_cap_reached, rpm, tpm."""
+        """The actor's counters (``RateLimiter.stats``): requests, tokens, waited_s, pauses, spent_usd,
+        cost_cap_reached, rpm, tpm, window_s, margin_s, late_s_max, rebooked."""
         return ray.get(self.handle.stats.remote())
 
     def shutdown(self) -> None:
@@ -81,14 +106,16 @@ class SharedLimiter:
 
 
 def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
-                         max_cost_usd: float | None = None, spent_usd: float = 0.0) -> SharedLimiter:
+                         max_cost_usd: float | None = None, spent_usd: float = 0.0, **window: float) -> SharedLimiter:
     """Start the limiter actor (no CPU reserved, restarted if its process dies) and return its client.
 
     ``spent_usd``: dollars already spent by earlier runs of the job (``logged_cost_usd``), so that
     ``max_cost_usd`` caps the whole job, not each run. A restarted actor starts again from it.
+    ``window``: ``window_s``/``margin_s`` of ``RateLimiter`` (tests shrink the minute).
     """
     actor = ray.remote(_LimiterActor).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-    return SharedLimiter(actor.remote(rpm, tpm, max_cost_usd, spent_usd))
+    handle = actor.remote(rpm, tpm, max_cost_usd, spent_usd, window)
+    return SharedLimiter(handle, ray.get(handle.margin_s.remote()))
 
 
 def logged_cost_usd(raws: Iterable[str | None]) -> float:

@@ -15,7 +15,8 @@ the body, the attempt number and ``fault_seed``), later attempts succeed, so a c
 retries enough gets the fault-free values. A request whose prompt contains ``fail_marker``
 always gets a 500; one containing ``quota_marker`` a 429 with code "insufficient_quota".
 ``rpm_limit``/``tpm_limit`` enforce limits over a sliding minute (429 with Retry-After) and send
-``x-ratelimit-*`` headers. Every request is recorded in ``received``.
+``x-ratelimit-*`` headers. Every request is recorded in ``received`` with its arrival time;
+``busiest_window`` counts the most that arrived in any window.
 
 Run alone (for benchmarks): ``python tests/openai_server.py --latency 0.2 --rpm 600``; it prints
 its base URL on the first line of stdout and serves until stdin closes.
@@ -422,6 +423,20 @@ def rate_excess(times: list[float], costs: list[float], per_minute: float) -> fl
         for j in range(i + 1, len(times)):
             sent += costs[j - 1]
             worst = max(worst, sent - per_minute / 60 * (times[j] - times[i]))
+    return worst
+
+
+def busiest_window(times: list[float], costs: list[float], window_s: float = 60.0) -> float:
+    """The most cost (requests: 1 each) that arrived in any closed interval of ``window_s`` seconds,
+    as a server with a sliding-window limit counts it (``times`` sorted)."""
+    worst = total = 0.0
+    first = 0
+    for j, time_j in enumerate(times):
+        total += costs[j]
+        while time_j - times[first] > window_s:
+            total -= costs[first]
+            first += 1
+        worst = max(worst, total)
     return worst
 
 

@@ -11,10 +11,11 @@ pytest.importorskip("openai")
 pytest.importorskip("bpe_openai")
 
 from openai_server import FakeOpenAIServer, rate_excess  # noqa: E402
+from test_openai_window import FAULTS, MARGIN_S, RPM, TPM, WINDOW_S, assert_windows_hold  # noqa: E402
 
 from connectors import Example, build_backend  # noqa: E402
 from connectors.openai_backend import OpenAIBackend  # noqa: E402
-from pipelines.ratelimit import SharedLimiter, attach_shared_limiter, logged_cost_usd  # noqa: E402
+from pipelines.ratelimit import SharedLimiter, attach_shared_limiter, logged_cost_usd, start_shared_limiter  # noqa: E402
 
 KEY = "sk-test-shared-limiter-key-0000000000"
 
@@ -79,6 +80,20 @@ def test_actors_draw_on_one_request_budget(scorers):
     stats = limiter.stats()
     assert stats["requests"] == len(times) and stats["rpm"] == 900
     assert stats["spent_usd"] == pytest.approx(sum(json.loads(s.raw)["cost_usd"] for s in scores))
+    limiter.shutdown()
+
+
+def test_two_processes_under_faults_never_crowd_a_window(scorers):
+    example, keep = example_and_masks(100, seed=2)
+    limiter = start_shared_limiter(RPM, TPM, window_s=WINDOW_S, margin_s=MARGIN_S)
+    with FakeOpenAIServer(api_key=KEY, faults=FAULTS, slow_s=1.0, retry_after_s=0.2) as server:
+        spec = {"name": "openai", "base_url": server.base_url, "limiter": limiter, "max_in_flight": 8,
+                "timeout_s": 0.5, "backoff_s": 0.05, "backoff_max_s": 0.2}
+        scores = [score for half in score_halves(scorers, spec, example, keep) for score in half]
+        assert all(score.error is None for score in scores)
+        assert_windows_hold(server, RPM, TPM)
+    stats = limiter.stats()
+    assert stats["requests"] - stats["rebooked"] == len(server.received) and stats["late_s_max"] <= MARGIN_S
     limiter.shutdown()
 
 
