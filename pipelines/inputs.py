@@ -44,6 +44,8 @@ CSV_FIELD_LIMIT = 1 << 24
 # of JSON escapes such as "\ud83d"; no UTF-8 text holds them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PARQUET_BATCH_ROWS = 1024
+# What a file reader yields per record: (fields or None, error or None, line number or None).
+_Row = tuple[dict[str, Any] | None, str | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -271,9 +273,6 @@ def _records(config: InputConfig) -> Iterator[_Record]:
             where = " ".join(part for part in (label, place) if part)
             yield _Record(row, fields, error, f"record {row} ({where})" if where else f"record {row}", path)
             row += 1
-
-
-_Row = tuple[dict[str, Any] | None, str | None, int | None]
 
 
 def _jsonl_rows(path: Path) -> Iterator[_Row]:
