@@ -7,7 +7,7 @@ with a consistent sign), builds its report, and opens it in headless Chromium (D
 to the first page drawn, then the time of a keystroke in the id filter, of the next page, and of
 a click on the recurring table. Prints a Markdown table for BENCHMARKS.md.
 
-    python benchmarks/bench_report.py [--examples 10000] [--folder /tmp/bench-report] [--screenshot FILE]
+    python benchmarks/bench_report.py [--examples 10000] [--folder /tmp/bench-report] [--screenshot FILE] [--reuse]
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def measure(page_path: Path, opens: int, screenshot: Path | None) -> dict:
         for attempt in range(opens):
             begin = time.perf_counter()
             page = browser.open(page_path.as_uri(), height=1000)
-            page.wait_for(lambda: page.evaluate("document.body.dataset.ready") is not None, "the first draw")
+            page.wait_for(lambda: page.errors or page.evaluate("document.body.dataset.ready") is not None,
+                          "the first draw")
             results["load"].append(time.perf_counter() - begin)
             results["ready"].append(float(page.evaluate("document.body.dataset.ready")) / 1000)
             results["filter"].append(page.evaluate(
@@ -114,18 +115,21 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-report"))
     parser.add_argument("--opens", type=int, default=3)
     parser.add_argument("--screenshot", type=Path)
+    parser.add_argument("--reuse", action="store_true", help="report on the synthetic job already in --folder")
     args = parser.parse_args()
-    if (args.folder / EXPLANATIONS_DIR).exists():
-        raise SystemExit(f"{args.folder} already holds explanations; pick another --folder")
     begin = time.perf_counter()
-    synthetic_job(args.folder, args.examples)
+    if not args.reuse:
+        if (args.folder / EXPLANATIONS_DIR).exists():
+            raise SystemExit(f"{args.folder} already holds explanations; pick another --folder or --reuse it")
+        synthetic_job(args.folder, args.examples)
     written = time.perf_counter() - begin
     begin = time.perf_counter()
     path = report(args.folder)
     built = time.perf_counter() - begin
     size = path.stat().st_size
     timing = measure(path, args.opens, args.screenshot)
-    print(f"synthetic job: {args.examples:,} examples written in {written:.1f} s")
+    if not args.reuse:
+        print(f"synthetic job: {args.examples:,} examples written in {written:.1f} s")
     print("| measure | value |\n|---|---|")
     print(f"| `spex-ray report` (read Parquet, build the page) | {built:.1f} s |")
     print(f"| page size | {size / 1e6:.1f} MB |")

@@ -41,8 +41,9 @@ RECURRING_ROWS = 300
 
 _PATCH = re.compile(r"r(\d+)c\d+")
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
-_COLUMNS = ["example_id", "features", "spans", "target", "full_value", "empty_value", "method", "index",
-            "interactions", "faithfulness_r2", "status", "error"]
+_COLUMNS = [name for name in ("example_id", "features", "spans", "target", "full_value", "empty_value", "method",
+                               "index", "interactions", "faithfulness_r2", "fit_r2", "status", "error")
+            if name in EXPLANATION_SCHEMA.names]
 
 
 def report(output: str | Path, destination: str | Path | None = None, *, index: str | None = None,
@@ -110,11 +111,11 @@ def views(table: pa.Table, top: int = TOP_INTERACTIONS) -> list[dict]:
     bounds = np.searchsorted(example[multi], np.arange(table.num_rows + 1))
     gap_text = _gaps_column(table, words)
     ok = pc.equal(table["status"], STATUS_OK).to_pylist()
-    column = {name: table[name].to_pylist() for name in
-              ("example_id", "target", "full_value", "empty_value", "faithfulness_r2", "error")}
+    column = {name: table[name].to_pylist() for name in ("example_id", "target", "full_value", "empty_value", "error")}
+    r2 = _r2_column(table)
     out = []
     for i in range(table.num_rows):
-        fields = dict(r2=_finite(column["faithfulness_r2"][i]), full=_finite(column["full_value"][i]),
+        fields = dict(r2=_finite(r2[i]), full=_finite(column["full_value"][i]),
                       empty=_finite(column["empty_value"][i]), target=column["target"][i])
         if not ok[i]:
             out.append(example_view(column["example_id"][i], words[i], error=column["error"][i] or "error", **fields))
@@ -124,6 +125,14 @@ def views(table: pa.Table, top: int = TOP_INTERACTIONS) -> list[dict]:
         out.append(example_view(column["example_id"][i], words[i], word_effects[word_start[i]:word_start[i + 1]].tolist(),
                                 pairs, gaps=gap_text[i], **fields))
     return out
+
+
+def _r2_column(table: pa.Table) -> list[float | None]:
+    """Each row's own R², or where its index has none (an attribution), the whole fit's."""
+    own = table["faithfulness_r2"].to_pylist()
+    if "fit_r2" not in table.column_names:
+        return own
+    return [mine if mine is not None else fit for mine, fit in zip(own, table["fit_r2"].to_pylist())]
 
 
 def _gaps_column(table: pa.Table, words: list[list[str]]) -> list[str | None]:
@@ -223,7 +232,8 @@ def render_page(output: Path, views: list[dict], table: pa.Table, indices: list[
 <h2>Interactions that recur across examples</h2>
 <p class="spx-note">Interactions among each example's {top} strongest (order 2 and up), grouped by their words
  (lower case, without surrounding punctuation). Click a row to show its examples.</p>
-<input id="spx-find" class="spx-find" type="search" placeholder="Find a word" aria-label="find a word in the table">
+<div class="spx-tools"><input id="spx-find" type="search" placeholder="Find a word" aria-label="find a word in the table">
+<button id="spx-csv" title="the table as a CSV file">Download CSV</button></div>
 <div class="spx-scroll" id="spx-recurring"></div>
 <h2 id="spx-examples-head">Examples</h2>
 <div class="spx-sticky">
@@ -265,7 +275,7 @@ def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str
     config = job.get("config") or json.loads(metadata.get("spex_ray.config", "{}"))
     backend = json.loads(metadata.get("spex_ray.backend", "{}"))
     ok = pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0
-    r2 = [value for value in table["faithfulness_r2"].to_pylist() if _finite(value) is not None]
+    r2 = [value for value in _r2_column(table) if _finite(value) is not None]
     limiter = summary.get("limiter") or {}
     model = backend.get("model") or (config.get("backend") or {}).get("name", "?")
     stats = [
@@ -281,12 +291,13 @@ def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str
     ]
     cells = "\n".join(f'<div class="spx-stat"><span>{html.escape(name)}</span><b>{html.escape(value)}</b>'
                       f"<small>{html.escape(note)}</small></div>" for name, value, note in stats)
+    config_hash = job.get("config_hash") or metadata.get("spex_ray.config_hash")
     config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True) if config else "(no config found)"
     return f"""<div class="spx-card spx-job">
 <div class="spx-stats">{cells}</div>
 <figure class="spx-hist" style="margin:0">{histogram_svg(r2)}
 <figcaption>Faithfulness: R² of each explanation on held-out random masks ({len(r2):,} examples)</figcaption></figure>
-<details><summary>Job config (hash {html.escape(str(job.get("config_hash", metadata.get("spex_ray.config_hash", "?")))[:12])})</summary>
+<details><summary>Job config{html.escape(f" (hash {config_hash[:12]})" if config_hash else "")}</summary>
 <pre>{html.escape(config_text)}</pre></details>
 </div>"""
 

@@ -198,6 +198,13 @@ def test_report_renders_in_chromium_and_filters(tmp_path, browser):
     shaded = page.evaluate("document.querySelector('.spx-card[data-id=\"ex-1\"] .spx-w:nth-child(4)').style.background")
     assert shaded.startswith("rgb(") and page.evaluate(
         "document.querySelector('.spx-card[data-id=\"ex-1\"] .spx-w:nth-child(4)').title").startswith("good: −")
+    csv = page.evaluate(
+        "(async () => { let blob; const make = URL.createObjectURL, click = HTMLAnchorElement.prototype.click;"
+        " URL.createObjectURL = b => { blob = b; return 'about:blank'; }; HTMLAnchorElement.prototype.click = () => {};"
+        " document.querySelector('#spx-csv').click();"
+        " URL.createObjectURL = make; HTMLAnchorElement.prototype.click = click; return await blob.text(); })()")
+    assert csv.splitlines() == ["interaction,examples,mean_effect,positive,negative,total_abs_effect",
+                                '"not × good",44,2,44,0,88']
     # Pages, the id filter (kept in the address), the recurring table's click, the error filter.
     page.evaluate("document.querySelector('.spx-next').click()")
     assert _cards(page)[0] == "more-015" and "21–40 of 45" in page.evaluate("document.body.innerText")

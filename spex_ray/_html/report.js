@@ -113,10 +113,11 @@
       tr.appendChild(el("td", "spx-num", row[3] + " / " + row[4]));
       tr.appendChild(el("td", "spx-num", V.num(row[5])));
       tr.title = "show the " + row[1] + " examples";
+      tr.setAttribute("data-row", String(i));
       tr.addEventListener("click", function () {
         state.only = state.only === i ? null : i;
         state.page = 0;
-        renderRecurring();
+        markPicked();
         renderExamples();
         if (state.only !== null) $("spx-examples-head").scrollIntoView({behavior: "smooth"});
       });
@@ -125,6 +126,12 @@
     table.appendChild(body);
     box.appendChild(table);
     if (!order.length) box.appendChild(el("div", "spx-none", "No interaction contains \u201c" + find + "\u201d."));
+  }
+
+  function markPicked() {
+    document.querySelectorAll("#spx-recurring tbody tr").forEach(function (tr) {
+      tr.classList.toggle("spx-picked", tr.getAttribute("data-row") === String(state.only));
+    });
   }
 
   function bind() {
@@ -142,8 +149,18 @@
     document.querySelectorAll(".spx-next").forEach(function (b) {
       b.addEventListener("click", function () { state.page += 1; renderExamples(); if (b.classList.contains("spx-bottom")) $("spx-examples-head").scrollIntoView(); });
     });
-    $("spx-only-clear").addEventListener("click", function () { state.only = null; renderRecurring(); renderExamples(); });
+    $("spx-only-clear").addEventListener("click", function () { state.only = null; markPicked(); renderExamples(); });
     $("spx-find").addEventListener("input", renderRecurring);
+    $("spx-csv").addEventListener("click", function () {
+      var lines = ["interaction,examples,mean_effect,positive,negative,total_abs_effect"];
+      data.recurring.forEach(function (row) {
+        lines.push(['"' + row[0].replace(/"/g, '""') + '"'].concat(row.slice(1, 6)).join(","));
+      });
+      var link = el("a");
+      link.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], {type: "text/csv"}));
+      link.download = "recurring-interactions.csv";
+      link.click();
+    });
     $("spx-legend").appendChild(V.legend(null));
   }
 
