@@ -9,6 +9,7 @@ from typing import Any
 
 import spex_ray
 from pipelines.config import JobConfig, redact
+from spex_ray.schema import EXPLANATION_SCHEMA_VERSION
 
 _LIBRARIES = ("numpy", "scipy", "pyarrow", "ray", "scikit-learn")
 
@@ -25,9 +26,10 @@ def library_versions() -> dict[str, str]:
 
 
 def file_metadata(config: JobConfig, backend_identity: dict[str, Any]) -> dict[str, str]:
-    """Parquet key-value metadata: ``spex_ray.config`` (secrets redacted), ``spex_ray.config_hash``,
-    ``spex_ray.versions`` and ``spex_ray.backend``, each JSON text."""
+    """Parquet key-value metadata: ``spex_ray.schema_version``, ``spex_ray.config`` (secrets
+    redacted), ``spex_ray.config_hash``, ``spex_ray.versions`` and ``spex_ray.backend``, each JSON text."""
     return {
+        "spex_ray.schema_version": EXPLANATION_SCHEMA_VERSION,
         "spex_ray.config": json.dumps(redact(config.to_dict()), sort_keys=True),
         "spex_ray.config_hash": config.result_hash(),
         "spex_ray.versions": json.dumps(library_versions(), sort_keys=True),

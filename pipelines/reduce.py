@@ -1,8 +1,9 @@
-"""Reduce one example's query values to explanation rows (one per requested index).
+"""Reduce one example's query values to explanation rows: the whole fit as a ``fourier`` row, then
+one row per other requested index (the data contract is in ``spex_ray/schema.py``).
 
 ``values`` is float (L,) over the example's query ids (see ``pipelines.layout``): the design's
-values feed ``plan.fit``, the held-out ones measure faithfulness R^2 of the decoded Fourier
-explanation, the last two are the full and empty values.
+values feed ``plan.fit``, the held-out ones measure the R^2 of each row's terms, the last two are
+the full and empty values.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipelines.inputs import BadInput
 from pipelines.layout import QueryLayout
 from pipelines.method import MethodSpec
 from spex_ray.faithfulness import faithfulness
-from spex_ray.interactions import Interactions
+from spex_ray.interactions import PREDICTABLE, Interactions
 from spex_ray.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
 
 #: Indices that are per-feature values (order 1 whatever ``max_order`` is).
@@ -26,31 +27,38 @@ VALUE_INDICES: tuple[str, ...] = ("banzhaf", "shapley")
 
 
 def decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
-    """Explanation rows of ``example``; an exception while fitting (or converting to one index)
-    becomes error rows (that index's row) instead of ending the job."""
+    """Explanation rows of ``example`` (``row_indices(spec)``); an exception while fitting (or
+    converting to one index) becomes error rows (that index's row) instead of ending the job."""
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (layout.num_queries,):
         raise ValueError(f"expected {layout.num_queries} values, got shape {values.shape}")
     full, empty = float(values[layout.full_id]), float(values[layout.empty_id])
+    holdout = (layout.holdout_masks(), values[layout.num_design : layout.full_id]) if layout.holdout else None
     try:
         plan = spec.plan(example.n)
-        fourier = plan.fit(values[: plan.num_queries]).with_feature_names(list(example.features))
-        r2 = None
-        if layout.holdout:
-            r2 = float(faithfulness(fourier, layout.holdout_masks(), values[layout.num_design : layout.full_id]))
+        fit = plan.fit(values[: plan.num_queries]).with_feature_names(list(example.features))
+        fit_r2 = _r2(fit, holdout)
     except Exception as err:  # one example's decoding failure must not end the job
         return error_rows(example, spec, f"decoding failed: {type(err).__name__}: {err}", full=full, empty=empty)
     rows = []
-    for index in spec.indices:
-        try:
-            converted = fourier.to(index, order=index_order(index, spec.max_order))
-        except Exception as err:  # a failed conversion only fails its own row
-            rows.extend(error_rows(example, spec.for_index(index),
-                                   f"conversion to {index} failed: {type(err).__name__}: {err}",
-                                   full=full, empty=empty, num_queries=plan.num_queries))
+    for index in row_indices(spec):
+        if index == "fourier":
+            rows.append(_row(example, spec, fit, full, empty, plan.num_queries, fit_r2, fit_r2, fit.baseline_value))
             continue
-        rows.append(_row(example, spec, index, converted, full, empty, plan.num_queries, r2))
+        try:
+            converted = fit.to(index, order=index_order(index, spec.max_order))
+            r2 = _r2(converted, holdout)
+        except Exception as err:  # a failed conversion only fails its own row
+            rows.extend(error_rows(example, spec, f"conversion to {index} failed: {type(err).__name__}: {err}",
+                                   full=full, empty=empty, num_queries=plan.num_queries, indices=(index,)))
+            continue
+        rows.append(_row(example, spec, converted, full, empty, plan.num_queries, r2, fit_r2, fit.baseline_value))
     return rows
+
+
+def row_indices(spec: MethodSpec) -> tuple[str, ...]:
+    """The indices an example's rows hold, in order: ``fourier`` (the whole fit), then the others asked for."""
+    return ("fourier", *(index for index in spec.indices if index != "fourier"))
 
 
 def index_order(index: str, max_order: int) -> int:
@@ -58,25 +66,29 @@ def index_order(index: str, max_order: int) -> int:
     return 1 if index in VALUE_INDICES else max_order
 
 
-def error_rows(item: Example | BadInput, spec: MethodSpec, message: str, *,
-               full: float | None = None, empty: float | None = None, num_queries: int | None = None) -> list[dict]:
-    """One ``status="error"`` row per requested index, carrying what is known of the example; a
-    character of ``message`` that UTF-8 cannot hold (a lone surrogate) is written escaped."""
+def error_rows(item: Example | BadInput, spec: MethodSpec, message: str, *, full: float | None = None,
+               empty: float | None = None, num_queries: int | None = None,
+               indices: Sequence[str] | None = None) -> list[dict]:
+    """One ``status="error"`` row per index (default ``row_indices(spec)``), carrying what is known
+    of the example; a character of ``message`` that UTF-8 cannot hold (a lone surrogate) is written
+    escaped."""
     example = item if isinstance(item, Example) else None
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     rows = []
-    for index in spec.indices:
+    for index in indices or row_indices(spec):
         rows.append(
             {
                 **_example_fields(item.example_id, example, item.target),
                 "full_value": full,
                 "empty_value": empty,
+                "baseline_value": None,
                 "method": spec.method,
                 "index": index,
-                "max_order": index_order(index, spec.max_order),
+                "max_order": None if index == "fourier" else index_order(index, spec.max_order),
                 "interactions": None,
                 "num_queries": num_queries,
                 "faithfulness_r2": None,
+                "fit_r2": None,
                 "status": STATUS_ERROR,
                 "error": message,
             }
@@ -97,22 +109,33 @@ def rows_to_batch(rows: Sequence[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(list(rows), schema=EXPLANATION_SCHEMA)
 
 
-def _row(example: Example, spec: MethodSpec, index: str, interactions: Interactions,
-         full: float, empty: float, num_queries: int, r2: float | None) -> dict:
+def _row(example: Example, spec: MethodSpec, interactions: Interactions, full: float, empty: float,
+         num_queries: int, r2: float | None, fit_r2: float | None, baseline: float) -> dict:
     terms = sorted(((key, float(value)) for key, value in interactions.items() if value != 0), key=_magnitude)
     return {
         **_example_fields(example.example_id, example, example.target),
         "full_value": full,
         "empty_value": empty,
+        "baseline_value": baseline,
         "method": spec.method,
-        "index": index,
+        "index": interactions.index,
         "max_order": interactions.max_order,
         "interactions": [{"features": list(key), "value": value} for key, value in terms],
         "num_queries": num_queries,
-        "faithfulness_r2": r2 if r2 is not None and math.isfinite(r2) else None,
+        "faithfulness_r2": r2,
+        "fit_r2": fit_r2,
         "status": STATUS_OK,
         "error": None,
     }
+
+
+def _r2(interactions: Interactions, holdout: tuple[np.ndarray, np.ndarray] | None) -> float | None:
+    """R^2 of ``interactions`` on the held-out ``(masks, values)``; None when they are not a function
+    (``PREDICTABLE``), there is no holdout, or R^2 is not finite."""
+    if holdout is None or interactions.index not in PREDICTABLE:
+        return None
+    r2 = float(faithfulness(interactions, *holdout))
+    return r2 if math.isfinite(r2) else None
 
 
 def _magnitude(term: tuple[tuple[int, ...], float]) -> tuple[float, int, tuple[int, ...]]:

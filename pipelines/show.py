@@ -1,10 +1,12 @@
 """Print explanations readably: the text with important features marked, and the top interactions.
 
-Values are shown as effects of *keeping* features: for the ``fourier`` index a term F(T) is shown
-as (-2)^|T| F(T) (the Banzhaf interaction); other indices are shown as stored. A feature among the
-``top`` order-1 effects is marked ``[[word]]+`` (keeping it raises the output) or ``[[word]]-``.
-The text is rebuilt from the features and their spans (gaps become single spaces); image patches
-are laid out as their grid.
+Values are shown as effects of *keeping* features, as ``Interactions.top`` gives them: for the
+``fourier`` index a term F(T) is shown as (-2)^|T| F(T) (the Banzhaf interaction); other indices
+are shown as stored. A feature among the ``top`` order-1 effects is marked ``[[word]]+`` (keeping
+it raises the output) or ``[[word]]-``; a repeated word is listed as ``word#k`` (its k-th
+occurrence). The text is rebuilt from the features and their spans (gaps become single spaces);
+image patches are laid out as their grid. The header gives the R^2 of the row's own terms (n/a for
+indices that are attributions) and of the whole fit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from pipelines.parts import EXPLANATIONS_DIR, read_parts
+from spex_ray.interactions import Interactions
 from spex_ray.schema import EXPLANATION_SCHEMA, STATUS_OK
 
 DEFAULT_INDEX = "fbii"
@@ -49,25 +52,24 @@ def _rows(table, index: str) -> Iterator[dict]:
 def _describe(row: dict, top: int) -> str:
     if row["status"] != STATUS_OK:
         return f"{row['example_id']}: error: {row['error']}"
-    features = row["features"]
-    terms = [(tuple(term["features"]), _effect(row["index"], term)) for term in row["interactions"]]
-    terms = sorted((term for term in terms if term[0]), key=lambda term: -abs(term[1]))
-    marks = {key[0]: value for key, value in [t for t in terms if len(t[0]) == 1][:top]}
-    r2 = "n/a" if row["faithfulness_r2"] is None else f"{row['faithfulness_r2']:.3f}"
+    interactions = Interactions.from_row(row)
+    labels = interactions.feature_labels
+    marks = {key[0]: value for key, value in interactions.top(top, order=1)}
+    terms = interactions.top(top)
     lines = [
         f"{row['example_id']}  (n={row['n_features']}, {row['method']}, {row['index']} up to order "
-        f"{row['max_order']}, R^2 {r2}, full {row['full_value']:.4g}, empty {row['empty_value']:.4g})",
-        "  " + _marked_text(features, row["spans"], marks),
-        f"  top {min(top, len(terms))} terms (effect of keeping):",
+        f"{row['max_order']}, R^2 {_r2(row['faithfulness_r2'])}, fit R^2 {_r2(row['fit_r2'])}, "
+        f"full {row['full_value']:.4g}, empty {row['empty_value']:.4g})",
+        "  " + _marked_text(row["features"], row["spans"], marks),
+        f"  top {len(terms)} terms (effect of keeping):",
     ]
-    for key, value in terms[:top]:
-        lines.append(f"    {value:+.4f}  {' x '.join(features[i] for i in key)}")
+    for key, value in terms:
+        lines.append(f"    {value:+.4f}  {' x '.join(labels[i] for i in key)}")
     return "\n".join(lines)
 
 
-def _effect(index: str, term: dict) -> float:
-    order = len(term["features"])
-    return (-2.0) ** order * term["value"] if index == "fourier" else term["value"]
+def _r2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _marked_text(features: list[str], spans: list[dict] | None, marks: dict[int, float]) -> str:

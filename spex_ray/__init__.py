@@ -15,6 +15,7 @@ from spex_ray.explain import explain
 from spex_ray.faithfulness import faithfulness, uniform_masks
 from spex_ray.interactions import Interactions
 from spex_ray.methods import METHODS, MethodPlan, plan_method
+from spex_ray.results import read_explanations
 
 __all__ = [
     "METHODS",
@@ -27,6 +28,7 @@ __all__ = [
     "explain",
     "faithfulness",
     "plan_method",
+    "read_explanations",
     "spex_num_queries",
     "uniform_masks",
 ]

@@ -24,7 +24,8 @@ def faithfulness(interactions: Interactions, masks: np.ndarray, values: np.ndarr
     """R² = 1 - ||y - ŷ||² / ||y - mean(y)||² of ``interactions.predict(masks)`` against ``values``.
 
     Args:
-        interactions: ``fourier`` or ``mobius`` interactions over n features.
+        interactions: over n features, of an index that ``Interactions.predict`` evaluates
+            (``PREDICTABLE``: fourier, mobius, fbii, fsii).
         masks: bool (B, n), True = kept, B >= 1.
         values: float (B,), the true function values at the masks; must be finite.
 

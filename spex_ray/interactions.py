@@ -6,6 +6,9 @@ Conventions (shared by the whole package):
 - A key is a sorted tuple of distinct feature indices in [0, n); ``()`` is the constant term.
 - ``fourier``: f(x) = sum_k F(k) (-1)^{<k,x>}.
 - ``mobius``:  f(x) = sum_S a(S) prod_{i in S} x_i, so a(S) = (-2)^{|S|} sum_{k ⊇ S} F(k).
+- Signs: keeping feature i flips (-1)^{x_i}, so a word whose keeping *raises* f has F({i}) < 0.
+  ``top()`` and ``repr`` therefore show a Fourier term as its effect of keeping,
+  (-2)^{|T|} F(T) (the Banzhaf interaction); every other index is shown as stored.
 
 Every conversion between indices is a *subset transform*: each source term P spreads onto
 the subsets T ⊆ P with a weight that depends only on |T| and |P|. The weights are exact
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from itertools import combinations
@@ -25,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["INDICES", "MAX_DEFAULT_ORDER", "IndexName", "Interactions"]
+__all__ = ["INDICES", "MAX_DEFAULT_ORDER", "PREDICTABLE", "IndexName", "Interactions"]
 
 IndexName = Literal["fourier", "mobius", "banzhaf", "shapley", "bii", "sii", "fbii", "fsii", "stii"]
 INDICES: tuple[str, ...] = typing.get_args(IndexName)
@@ -34,6 +38,10 @@ MAX_DEFAULT_ORDER = 5
 """Cap on the default order ℓ of ``fbii``/``fsii``/``stii`` (SPEX's default t = 5 finds no higher orders)."""
 
 _SOURCE_INDICES = ("fourier", "mobius")
+#: Indices whose terms are a polynomial approximation of f, so ``predict`` evaluates them: the two
+#: expansions, and Faith-Banzhaf / Faith-Shapley (by definition the best order-ℓ polynomial in the
+#: Möbius basis under uniform / Shapley-kernel weights).
+PREDICTABLE: tuple[str, ...] = ("fourier", "mobius", "fbii", "fsii")
 _TOP_IN_REPR = 10
 _CANCEL_RTOL = 1e-12
 _PREDICT_CHUNK_ELEMENTS = 1 << 24
@@ -53,13 +61,19 @@ class Interactions(Mapping[Key, float]):
         max_order: largest interaction order the values may hold (for ``fbii``/``fsii``/``stii``
             it is their ℓ). Defaults to the largest order present (0 when empty); a key of
             higher order raises ValueError.
-        feature_names: optional names of the n features, used by ``repr``.
+        feature_names: optional names of the n features, used by ``repr``, ``top(names=True)``
+            and the tables (repeated names are told apart in ``feature_labels``).
+        baseline_value: f(∅), the explained function with every feature masked (shapiq's
+            ``baseline_value``). Computed from the terms for ``fourier``/``mobius`` (do not pass
+            it); other indices carry it from the expansion they were converted from (None when
+            unknown).
 
     Iteration yields keys by order, then lexicographically. Values are Python floats;
     ``dict(interactions)`` gives a plain dict.
     """
 
-    __slots__ = ("_feature_names", "_index", "_keys", "_lookup", "_max_order", "_n", "_orders", "_rows", "_values")
+    __slots__ = ("_baseline", "_feature_names", "_index", "_keys", "_lookup", "_max_order", "_n", "_orders", "_rows",
+                 "_values")
 
     def __init__(
         self,
@@ -69,6 +83,7 @@ class Interactions(Mapping[Key, float]):
         *,
         max_order: int | None = None,
         feature_names: Sequence[str] | None = None,
+        baseline_value: float | None = None,
     ):
         n = _check_int(n, "n", minimum=1)
         keys = [_check_key(key, n) for key in values]
@@ -77,7 +92,7 @@ class Interactions(Mapping[Key, float]):
         keys = [keys[i] for i in order]
         vals = vals[order]
         rows = _rows_from_keys(keys, n)
-        self._setup(keys, vals, rows, n, index, max_order, feature_names)
+        self._setup(keys, vals, rows, n, index, max_order, feature_names, baseline_value)
 
     @classmethod
     def from_arrays(
@@ -89,6 +104,7 @@ class Interactions(Mapping[Key, float]):
         *,
         max_order: int | None = None,
         feature_names: Sequence[str] | None = None,
+        baseline_value: float | None = None,
     ) -> Interactions:
         """Build from parallel sequences: ``keys`` (m sorted tuples) and ``values`` float (m,)."""
         vals = np.asarray(values, dtype=np.float64)
@@ -97,11 +113,16 @@ class Interactions(Mapping[Key, float]):
         mapping = dict(zip(map(tuple, keys), vals.tolist()))
         if len(mapping) != len(keys):
             raise ValueError("keys contain duplicates")
-        return cls(mapping, n, index, max_order=max_order, feature_names=feature_names)
+        return cls(mapping, n, index, max_order=max_order, feature_names=feature_names, baseline_value=baseline_value)
 
-    def _setup(self, keys, vals, rows, n, index, max_order, feature_names) -> None:
+    def _setup(self, keys, vals, rows, n, index, max_order, feature_names, baseline=None) -> None:
         if index not in INDICES:
             raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDICES)}")
+        if baseline is not None:
+            if index in _SOURCE_INDICES:
+                raise ValueError(f"the baseline value of {index!r} interactions is computed from their terms; "
+                                 "do not pass baseline_value")
+            baseline = _check_value(baseline, "baseline_value")
         keep = vals != 0.0
         if not keep.all():
             keys = [k for k, kept in zip(keys, keep.tolist()) if kept]
@@ -126,12 +147,13 @@ class Interactions(Mapping[Key, float]):
         self._index: IndexName = index
         self._max_order = max_order
         self._feature_names = _check_names(feature_names, n)
+        self._baseline = baseline
 
     @classmethod
-    def _trusted(cls, keys, vals, rows, n, index, max_order, feature_names) -> Interactions:
+    def _trusted(cls, keys, vals, rows, n, index, max_order, feature_names, baseline=None) -> Interactions:
         """Build from canonical-ordered keys with matching padded rows, skipping key validation."""
         obj = cls.__new__(cls)
-        obj._setup(keys, vals, rows, n, index, max_order, feature_names)
+        obj._setup(keys, vals, rows, n, index, max_order, feature_names, baseline)
         return obj
 
     @property
@@ -154,6 +176,23 @@ class Interactions(Mapping[Key, float]):
         """Names of the n features, or None."""
         return self._feature_names
 
+    @property
+    def feature_labels(self) -> tuple[str, ...]:
+        """n distinct display names: the feature names, a repeated one suffixed with its occurrence
+        (``cat#1``, ``cat#2``: the first and second "cat"); the positions ``"0"``... when unnamed."""
+        if self._feature_names is None:
+            return tuple(map(str, range(self._n)))
+        return _distinct(self._feature_names)
+
+    @property
+    def baseline_value(self) -> float | None:
+        """f(∅), the explained function with every feature masked (see the class docstring)."""
+        if self._index == "fourier":
+            return float(self._values.sum())
+        if self._index == "mobius":
+            return self[()] if () in self._lookup else 0.0
+        return self._baseline
+
     def __getitem__(self, key: Key) -> float:
         return float(self._values[self._lookup[key]])
 
@@ -170,6 +209,7 @@ class Interactions(Mapping[Key, float]):
                 and self._n == other._n
                 and self._keys == other._keys
                 and bool(np.array_equal(self._values, other._values))
+                and self.baseline_value == other.baseline_value
             )
         return super().__eq__(other)
 
@@ -182,34 +222,43 @@ class Interactions(Mapping[Key, float]):
     def with_feature_names(self, names: Sequence[str] | None) -> Interactions:
         """The same values with feature names (a sequence of n strings; None removes them)."""
         return Interactions._trusted(
-            list(self._keys), self._values, self._rows, self._n, self._index, self._max_order, names
+            list(self._keys), self._values, self._rows, self._n, self._index, self._max_order, names, self._baseline
         )
 
-    def top(self, k: int = 10, order: int | None = None) -> list[tuple[Key, float]]:
-        """The k terms of largest |value|, descending; the constant term is excluded.
+    def top(self, k: int = 10, order: int | None = None, *, names: bool = False) -> list[tuple[tuple, float]]:
+        """The k strongest terms as ``(key, effect)``, by |effect| descending; the constant term is excluded.
 
-        ``order`` keeps only terms of exactly that order (e.g. ``order=2`` for pairs).
-        Ties keep the iteration order.
+        The effect is the stored value for every index but ``fourier``, whose term F(T) is shown as
+        its effect of keeping, (-2)^{|T|} F(T) (its Banzhaf interaction: > 0 when keeping T raises
+        f). ``order`` keeps only terms of exactly that order (e.g. ``order=2`` for pairs);
+        ``names=True`` gives keys as tuples of ``feature_labels`` instead of positions. Ties keep
+        the iteration order.
         """
         k = _check_int(k, "k", minimum=0)
         sel = self._orders > 0 if order is None else self._orders == _check_int(order, "order", minimum=1)
         candidates = np.flatnonzero(sel)
-        best = candidates[np.argsort(-np.abs(self._values[candidates]), kind="stable")[:k]]
-        return [(self._keys[i], float(self._values[i])) for i in best]
+        effects = self._values * (-2.0) ** self._orders if self._index == "fourier" else self._values
+        best = candidates[np.argsort(-np.abs(effects[candidates]), kind="stable")[:k]]
+        labels = self.feature_labels if names else None
+        return [(self._keys[i] if labels is None else tuple(labels[j] for j in self._keys[i]), float(effects[i]))
+                for i in best]
 
     def predict(self, masks: np.ndarray) -> np.ndarray:
         """Evaluate the function at masks: bool (B, n), True = kept (0/1 integers accepted) -> float (B,).
 
-        Only for ``fourier`` and ``mobius`` values (the other indices are not expansions of f).
+        For the indices in ``PREDICTABLE``: the ``fourier`` and ``mobius`` expansions, and ``fbii``/
+        ``fsii`` read as the order-ℓ polynomial in the Möbius basis that they are defined as. The
+        other indices are attributions, not approximations of f.
         """
-        if self._index not in _SOURCE_INDICES:
+        if self._index not in PREDICTABLE:
             raise ValueError(
-                f"predict() needs 'fourier' or 'mobius' interactions, not {self._index!r}; "
+                f"predict() needs {', '.join(map(repr, PREDICTABLE))} interactions, not {self._index!r}; "
                 "predict with the interactions you converted from"
             )
         x = _check_masks(masks, self._n)
         out = np.zeros(x.shape[0])
-        combine = np.logical_xor if self._index == "fourier" else np.logical_and
+        fourier = self._index == "fourier"
+        combine = np.logical_xor if fourier else np.logical_and
         highest = int(self._orders[-1]) if len(self) else 0
         bounds = np.searchsorted(self._orders, np.arange(highest + 2))
         step = max(1, _PREDICT_CHUNK_ELEMENTS // max(1, len(self)))
@@ -228,7 +277,7 @@ class Interactions(Mapping[Key, float]):
                 for j in range(1, order):
                     combine(term, features[cols[:, j]], out=term)
                 # Fourier: sum_k F(k) (-1)^{odd} = sum_k F(k) - 2 sum_{k odd} F(k); Möbius: sum over all-kept terms.
-                total += vals @ term if self._index == "mobius" else vals.sum() - 2.0 * (vals @ term)
+                total += vals.sum() - 2.0 * (vals @ term) if fourier else vals @ term
         return out
 
     def to(self, index: IndexName, order: int | None = None) -> Interactions:
@@ -247,8 +296,9 @@ class Interactions(Mapping[Key, float]):
           present in the source, at least 1 and at most ``MAX_DEFAULT_ORDER``.
 
         Terms that cancel to zero (within floating-point rounding of their contributions) are
-        dropped. The result keeps the feature names; its ``max_order`` is ℓ for
-        fbii/fsii/stii, 1 for the values and ``min(order, self.max_order)`` otherwise.
+        dropped. The result keeps the feature names and this explanation's ``baseline_value``; its
+        ``max_order`` is ℓ for fbii/fsii/stii, 1 for the values and ``min(order, self.max_order)``
+        otherwise.
         """
         if index not in INDICES:
             raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDICES)}")
@@ -273,15 +323,61 @@ class Interactions(Mapping[Key, float]):
         basis, weight = _TARGETS[index]
         table = _weight_table(weight, basis, self._index, min(max_t, present), present, out_order)
         keys, vals, rows = _subset_transform(self._rows, self._orders, self._values, table, self._n)
-        return Interactions._trusted(keys, vals, rows, self._n, index, out_order, self._feature_names)
+        baseline = None if index in _SOURCE_INDICES else self.baseline_value
+        return Interactions._trusted(keys, vals, rows, self._n, index, out_order, self._feature_names, baseline)
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> Interactions:
+        """The interactions of one explanation row (a dict from pyarrow, Ray Data or ``datasets``,
+        or a pandas Series), with its words as feature names; ValueError for an error row."""
+        from spex_ray.results import interactions_from_row
+
+        return interactions_from_row(row)
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per term: ``index_name, order, features`` (tuple of
+        positions), ``words`` (tuple of feature names, None when unnamed), ``value`` (as stored)."""
+        from spex_ray.results import interactions_to_frame
+
+        return interactions_to_frame(self)
+
+    def save(self, path) -> None:
+        """Write to a JSON file (``Interactions.load`` reads it back equal, feature names and
+        baseline included)."""
+        from spex_ray.results import save_interactions
+
+        save_interactions(self, path)
+
+    @classmethod
+    def load(cls, path) -> Interactions:
+        """Read a JSON file written by ``save``."""
+        from spex_ray.results import load_interactions
+
+        return load_interactions(path)
+
+    def to_shapiq(self):
+        """These values as a ``shapiq.InteractionValues`` (needs ``pip install 'spex-ray[shapiq]'``);
+        see ``spex_ray.shapiq`` for the index names and the empty-set convention."""
+        from spex_ray.shapiq import to_shapiq
+
+        return to_shapiq(self)
+
+    @classmethod
+    def from_shapiq(cls, values, feature_names: Sequence[str] | None = None) -> Interactions:
+        """Interactions from a ``shapiq.InteractionValues`` (the inverse of ``to_shapiq``)."""
+        from spex_ray.shapiq import from_shapiq
+
+        return from_shapiq(values, feature_names)
 
     def __repr__(self) -> str:
         terms = "term" if len(self) == 1 else "terms"
         lines = [f"Interactions(index={self._index!r}, n={self._n}, max_order={self._max_order}, {len(self)} {terms})"]
+        if self._index == "fourier":
+            lines.append("  (terms shown as effects of keeping: (-2)^|T| F(T))")
         if () in self._lookup:
             lines.append(f"  {_format_value(self[()])}  (constant)")
-        shown = self.top(_TOP_IN_REPR)
-        lines.extend(f"  {_format_value(value)}  {{{', '.join(self._name(i) for i in key)}}}" for key, value in shown)
+        shown = self.top(_TOP_IN_REPR, names=True)
+        lines.extend(f"  {_format_value(value)}  {{{', '.join(key)}}}" for key, value in shown)
         hidden = len(self) - len(shown) - (() in self._lookup)
         if hidden:
             lines.append(f"  ... {hidden} more")
@@ -296,8 +392,17 @@ class Interactions(Mapping[Key, float]):
         text = repr(self)
         return fragment(interactions_view(self), text.splitlines()[0], text)
 
-    def _name(self, i: int) -> str:
-        return str(i) if self._feature_names is None else self._feature_names[i]
+
+def _distinct(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` with each repeated one suffixed ``#k`` by occurrence, until all are distinct."""
+    labels = list(names)
+    while len(set(labels)) < len(labels):
+        counts, seen = Counter(labels), Counter()
+        for i, label in enumerate(labels):
+            if counts[label] > 1:
+                seen[label] += 1
+                labels[i] = f"{label}#{seen[label]}"
+    return tuple(labels)
 
 
 def _format_value(value: float) -> str:

@@ -6,10 +6,28 @@ deterministic function of the example's design parameters and ``query_id``.
 Targets: one row per example whose target the backend made (e.g. an open model's own answer to
 the unmasked input); a resumed job scores the rest of its queries against the same target.
 
-Explanations: one row per example and interaction index. ``interactions`` holds
-``(features, value)`` pairs sorted by ``|value|``, descending; ``features`` are sorted feature
-indices in ``[0, n_features)`` and ``[]`` is the constant term. ``status`` is ``"ok"`` or
-``"error"``; ``error`` holds the reason (null when ok).
+Explanations (schema version ``EXPLANATION_SCHEMA_VERSION``, in each part's Parquet metadata under
+``spex_ray.schema_version``): one row per example and interaction index. Every example has a
+``fourier`` row first, then one row per other index of the config's ``indices``.
+
+- The ``fourier`` row holds the whole fitted explanation: every term the method found, of any
+  order (``max_order`` is the highest present). It is the object the faithfulness describes, and
+  every other row is derived from it.
+- The other rows are limited to the config's ``max_order`` (``banzhaf``/``shapley``: order 1).
+- ``faithfulness_r2``: R² on the example's held-out uniform masks of exactly the terms stored in
+  the row, read as a function (``Interactions.from_row(row).predict``): the whole fit for
+  ``fourier``; for ``mobius`` its expansion truncated to ``max_order``; for ``fbii``/``fsii`` the
+  order-``max_order`` polynomial they define. Null for ``bii``, ``sii``, ``stii``, ``banzhaf`` and
+  ``shapley`` (attributions, not approximations of f) and when ``holdout`` is 0.
+- ``fit_r2``: the ``fourier`` row's R², repeated on each row of the example.
+- ``baseline_value``: the fit at the all-masked mask, f̂(∅) (shapiq's ``baseline_value``);
+  ``empty_value`` and ``full_value`` are the model's measured values with all features masked/kept.
+
+``interactions`` holds ``(features, value)`` pairs sorted by ``|value|``, descending; ``features``
+are sorted feature positions in ``[0, n_features)`` (the row's ``features`` column holds their
+texts) and ``[]`` is the constant term. Values are stored as their index defines them: a
+``fourier`` term F(T) multiplies (-1)^{|T ∩ kept|}, so its effect of keeping T is (-2)^{|T|} F(T).
+``status`` is ``"ok"`` or ``"error"``; ``error`` holds the reason (null when ok).
 """
 
 from __future__ import annotations
@@ -47,16 +65,21 @@ EXPLANATION_SCHEMA = pa.schema(
         pa.field("target", pa.string()),
         pa.field("full_value", pa.float64()),
         pa.field("empty_value", pa.float64()),
+        pa.field("baseline_value", pa.float64()),
         pa.field("method", pa.string()),
         pa.field("index", pa.string()),
         pa.field("max_order", pa.int8()),
         pa.field("interactions", pa.list_(TERM_TYPE)),
         pa.field("num_queries", pa.int64()),
         pa.field("faithfulness_r2", pa.float64()),
+        pa.field("fit_r2", pa.float64()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
     ]
 )
+
+#: Version 2: the fourier row holds the whole fit; per-row faithfulness_r2; fit_r2 and baseline_value.
+EXPLANATION_SCHEMA_VERSION = "2"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

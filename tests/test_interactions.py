@@ -323,8 +323,23 @@ def test_predict_errors():
         f.predict(np.full((2, 3), 0.5))
     with pytest.raises(ValueError, match="0/1"):
         f.predict(np.full((2, 3), 2))
-    with pytest.raises(ValueError, match="'fourier' or 'mobius'"):
-        f.to("fbii").predict(np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match="not 'shapley'"):
+        f.to("shapley").predict(np.ones((2, 3), bool))
+
+
+@pytest.mark.parametrize("index", ["fbii", "fsii"])
+@pytest.mark.parametrize("ell", [1, 2])
+def test_faith_indices_predict_their_polynomial(case, index, ell):
+    """fbii/fsii of order ℓ predict the least-squares Möbius polynomial they are defined as; fbii's is
+    the Fourier expansion truncated to order ℓ."""
+    game, sources = case
+    keys, z = game._design(ell)
+    expected = z @ np.array([getattr(game, index)(ell)[key] for key in keys])
+    masks = ((game.all[:, None] >> np.arange(game.n)) & 1).astype(bool)
+    np.testing.assert_allclose(sources["fourier"].to(index, order=ell).predict(masks), expected, atol=1e-8)
+    if index == "fbii":
+        truncated = sources["fourier"].to("fourier", order=ell).predict(masks)
+        np.testing.assert_allclose(truncated, expected, atol=1e-8)
 
 
 def test_large_sparse_function_is_fast():
@@ -391,13 +406,53 @@ def test_arrays_round_trip():
 
 
 def test_top():
-    f = Interactions({(): 9.0, (0,): 1.0, (1,): -3.0, (0, 1): 2.0, (1, 2): -2.0, (0, 1, 2): 0.5}, 3)
+    f = Interactions({(): 9.0, (0,): 1.0, (1,): -3.0, (0, 1): 2.0, (1, 2): -2.0, (0, 1, 2): 0.5}, 3, "mobius")
     assert f.top(3) == [((1,), -3.0), ((0, 1), 2.0), ((1, 2), -2.0)]
     assert f.top(10, order=2) == [((0, 1), 2.0), ((1, 2), -2.0)]
     assert f.top(0) == []
     assert len(f.top(100)) == 5
     with pytest.raises(ValueError, match="k must be"):
         f.top(-1)
+
+
+def test_top_shows_fourier_terms_as_effects_of_keeping():
+    # f = 1 - 0.5 (-1)^{x0} + ...: keeping word 0 raises f by 1 on average (F = -0.5, effect -2 F).
+    f = Interactions({(): 1.0, (0,): -0.5, (0, 1): 0.25, (0, 1, 2): 0.2}, 3, feature_names=["not", "bad", "film"])
+    assert f.top() == [((0, 1, 2), -1.6), ((0,), 1.0), ((0, 1), 1.0)]
+    assert f.top(1, order=2) == f.to("bii").top(1, order=2) == [((0, 1), 1.0)]
+    masks = np.array([[True, False, False], [False, False, False]])
+    keep_effect = np.diff(f.to("fourier", order=1).predict(masks)[::-1])[0]
+    assert keep_effect == pytest.approx(f.top(1, order=1)[0][1])
+    assert f[(0,)] == -0.5  # the mapping keeps the stored value
+    assert "effects of keeping" in repr(f) and "+1.000  {not}" in repr(f)
+
+
+def test_feature_labels_tell_repeated_names_apart():
+    f = Interactions({(0, 2): 1.0, (1,): -2.0}, 5, feature_names=["cat", "the", "cat", "cat#2", "the"])
+    assert f.feature_labels == ("cat#1", "the#1", "cat#2#1", "cat#2#2", "the#2")
+    assert len(set(f.feature_labels)) == 5
+    g = f.with_feature_names(["a", "cat", "cat", "b", "c"])
+    assert g.feature_labels == ("a", "cat#1", "cat#2", "b", "c")
+    assert g.top(names=True) == [(("cat#1",), 4.0), (("a", "cat#2"), 4.0)]
+    assert Interactions({(1,): 1.0}, 2).feature_labels == ("0", "1")
+    assert "{a, cat#2}" in repr(g)
+
+
+def test_baseline_value_is_the_fit_at_the_all_masked_mask():
+    f = Interactions({(): 0.3, (0,): -0.5, (1, 2): 0.25}, 4)
+    empty = float(f.predict(np.zeros((1, 4), bool))[0])
+    assert f.baseline_value == pytest.approx(empty) and f.to("mobius").baseline_value == pytest.approx(empty)
+    for index in ["shapley", "banzhaf", "sii", "bii", "fbii", "fsii", "stii"]:
+        assert f.to(index).baseline_value == f.baseline_value
+    assert f.to("shapley")[()] == pytest.approx(empty) and f.to("sii")[()] != pytest.approx(empty)
+    assert Interactions({(0,): 1.0}, 2, "sii").baseline_value is None
+    given = Interactions({(0,): 1.0}, 2, "sii", baseline_value=0.5)
+    assert given.baseline_value == 0.5 and given != Interactions({(0,): 1.0}, 2, "sii")
+    assert given.with_feature_names(["a", "b"]).baseline_value == 0.5
+    with pytest.raises(ValueError, match="computed from their terms"):
+        Interactions({(0,): 1.0}, 2, "fourier", baseline_value=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        Interactions({(0,): 1.0}, 2, "sii", baseline_value=float("inf"))
 
 
 def test_repr_uses_feature_names():
