@@ -176,25 +176,27 @@ def recurring(views: Sequence[dict], limit: int = RECURRING_ROWS) -> list[list]:
     """Interactions among the strongest of two or more examples, grouped by their words (lower case,
     without surrounding punctuation, in text order).
 
-    Rows ``[label, examples, mean effect, positive, negative, total |effect|, example positions]``,
-    by total |effect| descending, at most ``limit``. An example counts once per group (its
-    strongest term there, e.g. when a word is repeated).
+    Rows ``[label, examples, mean effect, positive, negative, total |effect|, example positions,
+    ranks]`` (``ranks``: where the term is in each example's ``x``), by total |effect| descending,
+    at most ``limit``. An example counts once per group: with its strongest term there (a view
+    lists them strongest first), e.g. when a word is repeated.
     """
     groups: dict[tuple[str, ...], list] = {}
     for position, view in enumerate(views):
         seen = set()
-        for key, value in view.get("x", ()):
+        for rank, (key, value) in enumerate(view.get("x", ())):
             label = tuple(_word_key(view["w"][i]) for i in key)
             if label in seen:
                 continue
             seen.add(label)
-            group = groups.setdefault(label, [0, 0.0, 0, 0, 0.0, []])
+            group = groups.setdefault(label, [0, 0.0, 0, 0, 0.0, [], []])
             group[0] += 1
             group[1] += value
             group[2 if value > 0 else 3] += value != 0
             group[4] += abs(value)
             group[5].append(position)
-    rows = [[" \u00d7 ".join(label), g[0], _round(g[1] / g[0]), g[2], g[3], _round(g[4]), g[5]]
+            group[6].append(rank)
+    rows = [[" \u00d7 ".join(label), g[0], _round(g[1] / g[0]), g[2], g[3], _round(g[4]), g[5], g[6]]
             for label, g in groups.items() if g[0] >= 2]
     rows.sort(key=lambda row: (-row[5], -row[1], row[0]))
     return rows[:limit]

@@ -101,16 +101,16 @@ def test_recurring_groups_words_counts_each_example_once_and_keeps_signs():
 
     views = [
         view(["Not", "good."], [[[0, 1], 2.0]]),
-        view(["not", "good", "not", "good"], [[[0, 1], 1.0], [[2, 3], 0.5], [[0, 3], -3.0]]),
+        view(["not", "good", "not", "good"], [[[0, 3], -3.0], [[0, 1], 1.0], [[2, 3], 0.5]]),
         view(["not", "good"], [[[0, 1], -0.5]]),
         view(["once", "only"], [[[0, 1], 9.0]]),
     ]
     rows = recurring(views)
     assert [row[0] for row in rows] == ["not × good"]  # "once × only" recurs nowhere
-    label, count, mean, positive, negative, total, positions = rows[0]
-    # example 1 counts once, with its strongest "not x good" term (-3.0, listed first by strength in a view)
-    assert (count, positive, negative, positions) == (3, 2, 1, [0, 1, 2])
-    assert mean == pytest.approx((2.0 + 1.0 - 0.5) / 3, rel=1e-3) and total == pytest.approx(3.5)
+    label, count, mean, positive, negative, total, positions, ranks = rows[0]
+    # example 1 counts once, with its strongest "not x good" term (-3.0: a view lists terms strongest first)
+    assert (count, positive, negative, positions, ranks) == (3, 1, 2, [0, 1, 2], [0, 0, 0])
+    assert mean == pytest.approx((2.0 - 3.0 - 0.5) / 3, rel=1e-3) and total == pytest.approx(5.5)
 
 
 def test_report_page_is_self_contained_and_holds_every_example(tmp_path):
@@ -221,6 +221,8 @@ def test_report_renders_in_chromium_and_filters(tmp_path, browser):
     page.evaluate("document.querySelector('#spx-recurring tbody tr').click()")
     assert len(_cards(page)) == 20 and "ex-bad" not in _cards(page)
     assert "of 44 matching examples" in page.evaluate("document.body.innerText")
+    marked = page.evaluate("[...document.querySelectorAll('#spx-examples .spx-marked')].map(r => r.innerText)")
+    assert len(marked) == 20 and all(m.lower().startswith(("not × good\t", "not × good.\t")) for m in marked)
     page.evaluate("document.querySelector('#spx-only-clear').click()")
     assert "of 45 examples" in page.evaluate("document.body.innerText")
     # The hostile id and word are shown as text, not run.

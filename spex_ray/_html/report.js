@@ -2,7 +2,8 @@
  * Reads the compact JSON in <script id="spx-data"> (built by pipelines/report.py):
  *   {examples: [view, ...] (see view.js), scale: |effect| in full colour on the dataset scale,
  *    top: interactions kept per example, page: examples per page,
- *    recurring: [[label, examples, mean effect, positive, negative, total |effect|, [example positions]], ...]}
+ *    recurring: [[label, examples, mean effect, positive, negative, total |effect|, [example positions],
+ *                 [where the term is in each of those examples' x]], ...]}
  * Only the examples of the current page are drawn, so the page stays quick at 10,000 examples.
  * The filter is kept in the address (#id=...), so a link can point at an example.
  */
@@ -27,9 +28,20 @@
     return ex.f === undefined || ex.z === undefined ? -Infinity : Math.abs(ex.f - ex.z);
   }
 
+  /* The examples of the picked recurring interaction: position -> where the term is in its list. */
+  var markCache = {row: null, map: null};
+  function marks() {
+    if (markCache.row !== state.only) {
+      var row = data.recurring[state.only], map = new Map();
+      row[6].forEach(function (position, k) { map.set(position, row[7][k]); });
+      markCache = {row: state.only, map: map};
+    }
+    return markCache.map;
+  }
+
   function matching() {
     var q = state.query.trim().toLowerCase(), out = [];
-    var allowed = state.only === null ? null : new Set(data.recurring[state.only][6]);
+    var allowed = state.only === null ? null : marks();
     for (var i = 0; i < examples.length; i++) {
       if (q && lowerIds[i].indexOf(q) < 0) continue;
       if (allowed && !allowed.has(i)) continue;
@@ -48,8 +60,11 @@
     var first = state.page * pageSize, shown = list.slice(first, first + pageSize);
     var box = $("spx-examples");
     box.textContent = "";
-    var opts = state.scale === "dataset" ? {scale: data.scale} : {};
-    shown.forEach(function (i) { box.appendChild(V.card(examples[i], opts)); });
+    var picked = state.only === null ? null : marks();
+    shown.forEach(function (i) {
+      var opts = {scale: state.scale === "dataset" ? data.scale : null, mark: picked ? picked.get(i) : null};
+      box.appendChild(V.card(examples[i], opts));
+    });
     if (!shown.length) box.appendChild(el("div", "spx-none", "No example matches the filter."));
     var text = list.length ? (first + 1) + "\u2013" + (first + shown.length) + " of " + list.length.toLocaleString("en-US") +
       (list.length === examples.length ? " examples" : " matching examples") : "0 examples";

@@ -70,7 +70,8 @@ window.SpexView = window.SpexView || (function () {
   }
 
   /* One example as a card. opts.scale: |effect| in full colour (default: the example's largest);
-     opts.legend: draw the colour legend in the card; opts.rows: interactions shown before "show all". */
+     opts.legend: draw the colour legend in the card; opts.rows: interactions shown before "show all";
+     opts.mark: the position in ex.x of an interaction to mark (its row and words stay highlighted). */
   function card(ex, opts) {
     opts = opts || {};
     var box = el("div", "spx-card");
@@ -116,7 +117,12 @@ window.SpexView = window.SpexView || (function () {
     var shown = opts.rows || SHOWN;
     terms.forEach(function (term, k) {
       var row = el("tr"), key = term[0], value = term[1];
-      if (k >= shown) row.className = "spx-more";
+      if (k === opts.mark) {
+        row.className = "spx-marked";
+        key.forEach(function (j) { if (spans[j]) spans[j].classList.add("spx-hl"); });
+      } else if (k >= shown) {
+        row.className = "spx-more";
+      }
       var cell = el("td", "spx-words");
       key.forEach(function (j, at) {
         if (at) cell.appendChild(document.createTextNode(" \u00d7 "));
@@ -138,7 +144,7 @@ window.SpexView = window.SpexView || (function () {
         key.forEach(function (j) { if (spans[j]) spans[j].classList.add("spx-hl"); });
       });
       row.addEventListener("mouseleave", function () {
-        key.forEach(function (j) { if (spans[j]) spans[j].classList.remove("spx-hl"); });
+        if (k !== opts.mark) key.forEach(function (j) { if (spans[j]) spans[j].classList.remove("spx-hl"); });
       });
       table.appendChild(row);
     });
