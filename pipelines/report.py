@@ -112,10 +112,10 @@ def views(table: pa.Table, top: int = TOP_INTERACTIONS) -> list[dict]:
     gap_text = _gaps_column(table, words)
     ok = pc.equal(table["status"], STATUS_OK).to_pylist()
     column = {name: table[name].to_pylist() for name in ("example_id", "target", "full_value", "empty_value", "error")}
-    r2 = _r2_column(table)
+    r2, fit = _r2_column(table), _fit_r2_column(table)
     out = []
     for i in range(table.num_rows):
-        fields = dict(r2=_finite(r2[i]), full=_finite(column["full_value"][i]),
+        fields = dict(r2=_finite(r2[i]), fit_r2=_finite(fit[i]), full=_finite(column["full_value"][i]),
                       empty=_finite(column["empty_value"][i]), target=column["target"][i])
         if not ok[i]:
             out.append(example_view(column["example_id"][i], words[i], error=column["error"][i] or "error", **fields))
@@ -128,11 +128,17 @@ def views(table: pa.Table, top: int = TOP_INTERACTIONS) -> list[dict]:
 
 
 def _r2_column(table: pa.Table) -> list[float | None]:
-    """Each row's own R², or where its index has none (an attribution), the whole fit's."""
+    """Each row's own R² (of exactly its terms), or where its index has none (an attribution), the
+    whole fit's."""
     own = table["faithfulness_r2"].to_pylist()
-    if "fit_r2" not in table.column_names:
-        return own
-    return [mine if mine is not None else fit for mine, fit in zip(own, table["fit_r2"].to_pylist())]
+    return [mine if mine is not None else fit for mine, fit in zip(own, _fit_r2_column(table))]
+
+
+def _fit_r2_column(table: pa.Table) -> list[float | None]:
+    """The R² of each example's whole fit (its ``fourier`` row; before schema 2, the row's own)."""
+    if "fit_r2" in table.column_names and table["fit_r2"].null_count < table.num_rows:
+        return table["fit_r2"].to_pylist()
+    return table["faithfulness_r2"].to_pylist()
 
 
 def _gaps_column(table: pa.Table, words: list[list[str]]) -> list[str | None]:
@@ -277,7 +283,7 @@ def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str
     config = job.get("config") or json.loads(metadata.get("spex_ray.config", "{}"))
     backend = json.loads(metadata.get("spex_ray.backend", "{}"))
     ok = pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0
-    r2 = [value for value in _r2_column(table) if _finite(value) is not None]
+    r2 = [value for value in _fit_r2_column(table) if _finite(value) is not None]
     limiter = summary.get("limiter") or {}
     model = backend.get("model") or (config.get("backend") or {}).get("name", "?")
     stats = [
@@ -298,7 +304,7 @@ def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str
     return f"""<div class="spx-card spx-job">
 <div class="spx-stats">{cells}</div>
 <figure class="spx-hist" style="margin:0">{histogram_svg(r2)}
-<figcaption>Faithfulness: R² of each explanation on held-out random masks ({len(r2):,} examples)</figcaption></figure>
+<figcaption>Faithfulness: R² of each example's whole fit on held-out random masks ({len(r2):,} examples)</figcaption></figure>
 <details><summary>Job config{html.escape(f" (hash {config_hash[:12]})" if config_hash else "")}</summary>
 <pre>{html.escape(config_text)}</pre></details>
 </div>"""

@@ -76,16 +76,18 @@ def test_views_show_effects_of_keeping_and_the_strongest_interactions():
 
 
 def test_views_of_a_table_match_the_views_of_its_rows(tmp_path):
-    table, indices, _ = read_rows(_job(tmp_path / "out", extra=3), "fourier")
-    assert indices == ["fbii", "fourier"] and table.num_rows == 8
-    for view, row in zip(views(table, top=2), table.to_pylist(), strict=True):
-        ok = row["status"] == "ok"
-        terms = row["interactions"] or []
-        expected = terms_view(row["example_id"], row["features"] or [], [t["features"] for t in terms],
-                              [t["value"] for t in terms], "fourier", top=2, r2=row["faithfulness_r2"],
-                              full=row["full_value"], empty=row["empty_value"],
-                              error=None if ok else row["error"])
-        assert view == expected
+    job = _job(tmp_path / "out", extra=3)
+    for index in ("fourier", "fbii"):
+        table, indices, _ = read_rows(job, index)
+        assert indices == ["fbii", "fourier"] and table.num_rows == 8
+        for view, row in zip(views(table, top=2), table.to_pylist(), strict=True):
+            ok = row["status"] == "ok"
+            terms = row["interactions"] or []
+            expected = terms_view(row["example_id"], row["features"] or [], [t["features"] for t in terms],
+                                  [t["value"] for t in terms], index, top=2, r2=row["faithfulness_r2"],
+                                  fit_r2=row.get("fit_r2"), full=row["full_value"], empty=row["empty_value"],
+                                  error=None if ok else row["error"])
+            assert view == expected
 
 
 def test_gaps_follow_spans_and_image_rows():

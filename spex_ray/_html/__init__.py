@@ -41,6 +41,7 @@ def example_view(
     *,
     gaps: str | None = None,
     r2: float | None = None,
+    fit_r2: float | None = None,
     full: float | None = None,
     empty: float | None = None,
     target: str | None = None,
@@ -54,8 +55,12 @@ def example_view(
         interactions: ``(feature indices, effect)`` of order >= 2 to list, strongest first.
         gaps: one character per gap between words (" " space, "\\n" new line, "0" nothing);
             None: spaces.
+        r2: the R² of these terms on held-out masks; fit_r2: the R² of the example's whole fit
+            (shown when it differs).
     """
     view: dict = {"id": str(example_id), "w": [str(word) for word in words]}
+    if fit_r2 is not None and (r2 is None or abs(fit_r2 - r2) >= 5e-4):
+        view["fr"] = _significant(fit_r2)
     for key, value in (("r2", r2), ("f", full), ("z", empty)):
         if value is not None:
             view[key] = _significant(value)

@@ -4,7 +4,8 @@
  *   {id, w: [words], g: gaps (optional; one character per gap between words: " " a space,
  *    "\n" a new line, "0" nothing), e: [effect of keeping each word alone (order 1)],
  *    x: [[[i, j, ...], effect], ...] the strongest interactions, strongest first,
- *    r2, f: output with every feature kept, z: with every feature masked, t: target, err: error}
+ *    r2: R² of these terms, fr: R² of the whole fit (when it differs), f: output with every feature
+ *    kept, z: with every feature masked, t: target, err: error}
  * Missing keys are simply not shown. Colours: POS/NEG below match view.css's --spx-pos/--spx-neg.
  */
 window.SpexView = window.SpexView || (function () {
@@ -47,7 +48,7 @@ window.SpexView = window.SpexView || (function () {
     if (r2 === null || r2 === undefined) return null;
     var cls = r2 >= 0.9 ? "spx-good" : r2 >= 0.7 ? "spx-fair" : "spx-poor";
     var badge = el("span", "spx-badge " + cls, "R\u00b2 " + (isFinite(r2) ? r2.toFixed(3) : "n/a"));
-    badge.title = "faithfulness: R\u00b2 of the explanation on held-out random masks";
+    badge.title = "faithfulness: R\u00b2 of these terms on held-out random masks";
     return badge;
   }
 
@@ -80,6 +81,11 @@ window.SpexView = window.SpexView || (function () {
     if (ex.id) head.appendChild(el("span", "spx-id", ex.id));
     var badge = r2Badge(ex.r2);
     if (badge) head.appendChild(badge);
+    if (ex.fr !== undefined) {
+      var fit = meta("whole fit R\u00b2", num(ex.fr));
+      fit.title = "R\u00b2 of every fitted term (the badge: of the terms shown here)";
+      head.appendChild(fit);
+    }
     if (ex.f !== undefined && ex.f !== null) head.appendChild(meta("output", num(ex.f)));
     if (ex.z !== undefined && ex.z !== null) head.appendChild(meta("all masked", num(ex.z)));
     if (ex.w && ex.w.length) head.appendChild(meta("features", String(ex.w.length)));
