@@ -209,7 +209,6 @@ class Interactions(Mapping[Key, float]):
                 and self._n == other._n
                 and self._keys == other._keys
                 and bool(np.array_equal(self._values, other._values))
-                and self.baseline_value == other.baseline_value
             )
         return super().__eq__(other)
 

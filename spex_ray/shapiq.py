@@ -10,12 +10,14 @@ counterpart (convert it first, e.g. ``.to("fsii", order=2)``). shapiq calls an o
 SII/STII/FSII ``SV`` and an order-1 BII/FBII ``BV``; ``from_shapiq`` maps them back to
 ``shapley``/``banzhaf``.
 
-Values pass unchanged, the empty-set term ``()`` included, and ``baseline_value`` is always the
-explanation's f(∅) (the fit with every feature masked). ``()`` is f(∅) itself for shapley, banzhaf,
+Values pass unchanged, the empty-set term ``()`` included. ``()`` is f(∅) for shapley, banzhaf,
 fsii, stii and mobius, and the index's own value at T = ∅ for bii, fbii and sii. For SII that is
 sum_S a(S)/(|S|+1), as shapiq's ``ExactComputer`` computes it (shapiq's ``MoebiusConverter`` and
 sparse approximators leave SII's ``()`` out instead), so a SII result carries both ``()`` and
-``baseline_value``.
+``baseline_value``. ``baseline_value`` is the explanation's f(∅) (the fit with every feature
+masked), except for FBII, where shapiq takes the FBII constant (the order-ℓ approximation at ∅, to
+which its plots add the other terms); ``from_shapiq`` of FBII values therefore leaves
+``baseline_value`` unknown (None).
 """
 
 from __future__ import annotations
@@ -58,14 +60,20 @@ def to_shapiq(interactions: Interactions, *, estimation_budget: int | None = Non
     if interactions.index not in SHAPIQ_INDEX:
         raise ValueError(f"shapiq has no {interactions.index!r} index; convert first, e.g. "
                          f".to('fsii', order=2).to_shapiq() or .to('mobius').to_shapiq()")
-    baseline = interactions.baseline_value
-    if baseline is None:
-        if interactions.index == "sii":
-            raise ValueError("sii interactions need a baseline_value f(∅) for shapiq: convert them from the "
-                             "fourier/mobius explanation, or build them with Interactions(..., baseline_value=)")
-        baseline = interactions.get((), 0.0)
     return _values(dict(interactions.items()), SHAPIQ_INDEX[interactions.index], interactions.max_order,
-                   interactions.n, 0, baseline, estimation_budget)
+                   interactions.n, 0, _baseline(interactions), estimation_budget)
+
+
+def _baseline(interactions: Interactions) -> float:
+    """shapiq's ``baseline_value`` of ``interactions`` (see the module docstring)."""
+    if interactions.index == "fbii":
+        return interactions.get((), 0.0)
+    if interactions.baseline_value is not None:
+        return interactions.baseline_value
+    if interactions.index == "sii":
+        raise ValueError("sii interactions need a baseline_value f(∅) for shapiq: convert them from the "
+                         "fourier/mobius explanation, or build them with Interactions(..., baseline_value=)")
+    return interactions.get((), 0.0)
 
 
 def from_shapiq(values: InteractionValues, feature_names: Sequence[str] | None = None) -> Interactions:
@@ -76,7 +84,7 @@ def from_shapiq(values: InteractionValues, feature_names: Sequence[str] | None =
                          f"supported: {', '.join(sorted(_FROM_SHAPIQ))}")
     index = _FROM_SHAPIQ[values.index]
     terms = {tuple(int(i) for i in key): float(value) for key, value in values.dict_values.items()}
-    baseline = None if index == "mobius" else float(values.baseline_value)
+    baseline = None if index in ("mobius", "fbii") else float(values.baseline_value)
     return Interactions(terms, values.n_players, index, max_order=values.max_order, feature_names=feature_names,
                         baseline_value=baseline)
 
@@ -122,7 +130,7 @@ class SpexRay(Approximator):
         index = "SII" if self.index == "k-SII" else self.index
         converted = fit.to(_FROM_SHAPIQ[index], order=self.max_order)
         terms = {key: value for key, value in converted.items() if len(key) >= self.min_order}
-        return _values(terms, index, self.max_order, self.n, self.min_order, fit.baseline_value, used, self.index)
+        return _values(terms, index, self.max_order, self.n, self.min_order, _baseline(converted), used, self.index)
 
 
 def _values(terms: dict, index: str, max_order: int, n: int, min_order: int, baseline: float,

@@ -447,7 +447,7 @@ def test_baseline_value_is_the_fit_at_the_all_masked_mask():
     assert f.to("shapley")[()] == pytest.approx(empty) and f.to("sii")[()] != pytest.approx(empty)
     assert Interactions({(0,): 1.0}, 2, "sii").baseline_value is None
     given = Interactions({(0,): 1.0}, 2, "sii", baseline_value=0.5)
-    assert given.baseline_value == 0.5 and given != Interactions({(0,): 1.0}, 2, "sii")
+    assert given.baseline_value == 0.5 and given == Interactions({(0,): 1.0}, 2, "sii")  # like names: not compared
     assert given.with_feature_names(["a", "b"]).baseline_value == 0.5
     with pytest.raises(ValueError, match="computed from their terms"):
         Interactions({(0,): 1.0}, 2, "fourier", baseline_value=0.5)
