@@ -60,13 +60,15 @@ def synthetic_job(folder: Path, examples: int, seed: int = 0) -> None:
         ordered = sorted(terms.items(), key=lambda item: -abs(item[1]))
         base = {"example_id": f"doc-{k:05d}", "n_features": n, "features": words, "spans": spans, "target": None,
                 "full_value": float(rng.normal()), "empty_value": 0.0, "method": "spex-hybrid", "max_order": 2,
-                "num_queries": 1344, "faithfulness_r2": float(min(1.0, rng.beta(8, 1.2))), "status": "ok", "error": None}
+                "num_queries": 1344, "status": "ok", "error": None}
+        base["faithfulness_r2"] = base["fit_r2"] = float(min(1.0, rng.beta(8, 1.2)))
         error = k % 997 == 5
         rows = []
         for index in ("fbii", "fourier"):
             row = dict(base, index=index, interactions=[{"features": list(key), "value": value} for key, value in ordered])
             if error:
-                row.update(interactions=None, faithfulness_r2=None, status="error", error="queries failed after 3 attempts")
+                row.update(interactions=None, faithfulness_r2=None, fit_r2=None, status="error",
+                           error="queries failed after 3 attempts")
             rows.append(row)
         writer.append(rows_to_batch(rows))
         if writer.buffered_rows >= 2000:
@@ -106,7 +108,19 @@ def measure(page_path: Path, opens: int, screenshot: Path | None) -> dict:
                 page.evaluate("document.querySelector('#spx-only-clear').click(); window.scrollTo(0, 0)")
                 page.screenshot(str(screenshot))
             page.send("Page.close")
-    return {key: statistics.median(values) for key, values in results.items()} | {"first_load": results["load"][0]}
+        # The comparison: one page that draws every example at once (what a static page would be).
+        page = browser.open(page_path.as_uri(), height=1000)
+        page.wait_for(lambda: page.errors or page.evaluate("document.body.dataset.ready") is not None, "the first draw")
+        heap = page.evaluate("performance.memory.usedJSHeapSize") / 1e6
+        everything = page.evaluate(
+            "(() => { const t = performance.now(), box = document.getElementById('spx-examples');"
+            " const data = JSON.parse(document.getElementById('spx-data').textContent); box.textContent = '';"
+            " data.examples.forEach(ex => box.appendChild(SpexView.card(ex))); box.offsetHeight;"
+            " return performance.now() - t; })()", timeout=900) / 1000
+        if page.errors:
+            raise SystemExit(f"console errors: {page.errors}")
+    return ({key: statistics.median(values) for key, values in results.items()}
+            | {"first_load": results["load"][0], "heap_mb": heap, "everything": everything})
 
 
 def main() -> None:
@@ -139,6 +153,8 @@ def main() -> None:
     print(f"| keystroke in the id filter | {timing['filter'] * 1000:.0f} ms |")
     print(f"| next page | {timing['next'] * 1000:.0f} ms |")
     print(f"| click on a recurring interaction | {timing['recurring'] * 1000:.0f} ms |")
+    print(f"| JavaScript heap after the first draw | {timing['heap_mb']:.0f} MB |")
+    print(f"| comparison: draw every example at once (a static page's DOM, with layout) | {timing['everything']:.1f} s |")
 
 
 if __name__ == "__main__":

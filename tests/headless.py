@@ -164,8 +164,8 @@ class Page:
         self.browser = browser
         self.session = session
 
-    def send(self, method: str, params: dict | None = None) -> dict:
-        return self.browser.send(method, params, self.session)
+    def send(self, method: str, params: dict | None = None, timeout: float | None = None) -> dict:
+        return self.browser.send(method, params, self.session, timeout)
 
     def navigate(self, url: str) -> float:
         """Load ``url``; returns the seconds until its load event."""
@@ -175,10 +175,10 @@ class Page:
         self.wait_for(lambda: len(self._matching("Page.loadEventFired")) > seen, what="the load event")
         return time.perf_counter() - begin
 
-    def evaluate(self, expression: str):
+    def evaluate(self, expression: str, timeout: float | None = None):
         """The value of a JavaScript expression (promises are awaited); BrowserError if it throws."""
         result = self.send("Runtime.evaluate",
-                           {"expression": expression, "returnByValue": True, "awaitPromise": True})
+                           {"expression": expression, "returnByValue": True, "awaitPromise": True}, timeout)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             raise BrowserError(f"{expression!r} threw: {details.get('exception', {}).get('description', details)}")
