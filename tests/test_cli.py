@@ -147,7 +147,7 @@ def test_run_refuses_an_output_folder_of_another_config(tmp_path, capsys):
 
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0 and "{run,plan,show}" in result.stdout
+    assert result.returncode == 0 and "{run,plan,show,report" in result.stdout
 
 
 def test_plan_prints_dollars_as_dollars_and_a_wall_time_with_ray_and_decoding(tmp_path, capsys):
