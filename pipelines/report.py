@@ -64,7 +64,8 @@ def report(output: str | Path, destination: str | Path | None = None, *, index: 
 
 def read_rows(output: Path, index: str | None) -> tuple[pa.Table, list[str], dict[str, str]]:
     """The explanation rows of one index (one per example, by example id), the indices present, and
-    the newest part's Parquet metadata. The one place that knows how the rows are stored."""
+    the newest part's Parquet metadata. The one place that reads the stored parts (``views`` takes the
+    columns apart)."""
     files = part_files(output / EXPLANATIONS_DIR)
     if not files:
         raise ValueError(f"no explanations in {output}")
