@@ -166,6 +166,9 @@ class VLLMBackend(LogprobBackend):
             ids = output.prompt_token_ids  # image placeholders expanded; the continuation is still last
             logprobs = output.prompt_logprobs
             positions = range(len(ids) - request.continuation, len(ids))
+            if [ids[p] for p in positions] != request.ids[len(request.ids) - request.continuation :].tolist():
+                # e.g. PaliGemma's processor appends "\n" to every prompt: refuse rather than score the wrong tokens
+                raise RuntimeError("the engine changed the end of the prompt: the scored continuation is not last")
             values.append(float(sum(logprobs[p][ids[p]].logprob for p in positions)))
         return values
 

@@ -256,3 +256,50 @@ def test_two_replicas_are_two_actors_that_score_alike(cluster, model_dir, tmp_pa
         assert row["empty_value"] == pytest.approx(masked, abs=TOLERANCE)
         assert next(r["value"] for r in log if r["query_id"] == empty) == pytest.approx(masked, abs=TOLERANCE)
     backend.close()
+
+
+# ------------------------------------------------------------------ a vision-language model
+
+
+def test_a_vision_language_model_scores_masked_images_as_transformers_does(in_process, tmp_path):
+    """Idefics3 (the architecture of SmolVLM), tiny and random: the backend's values are those of
+    the transformers model on the same masked image. (LLaVA, PaliGemma, Qwen2-VL and Gemma 3 need
+    torchvision in vLLM, which has no CPU build beside this torch.)"""
+    import torch
+    from PIL import Image
+    from tiny_lm import save_tiny_idefics3
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from connectors.image import PatchMasker, image_example
+    from connectors.prompts import encode_piece
+
+    model_dir = save_tiny_idefics3(tmp_path / "idefics3")
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "noise.png")
+    example = image_example("img", tmp_path / "noise.png", 2, 2, question="What is it?")
+    backend = build_backend({**ENGINE, "name": "vllm", "model": str(model_dir), "template": "<image>{question}\nAnswer:",
+                             "image_grid": [2, 2], "strategy": "blur", "max_new_tokens": 4, "stop": [],
+                             "engine_options": {**ENGINE["engine_options"], "limit_mm_per_prompt": {"image": 1}}})
+    keep = np.array([[True] * 4, [False] * 4, [True, False, False, True], [False, True, True, True]])
+    target = backend.target(example)
+    assert target
+    ours = _values(backend, example, keep)
+    assert np.ptp(ours) > 0.1  # the masked patches change the value
+    backend.close()
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    continuation = encode_piece(processor.tokenizer, " " + target)
+    masker = PatchMasker(pixels, 2, 2, fill="blur")
+    theirs = []
+    for row in keep:
+        inputs = processor(text=["<image>What is it?\nAnswer:"], images=[[Image.fromarray(masker.mask(row))]],
+                           return_tensors="pt")
+        ids = torch.cat([inputs["input_ids"], torch.tensor([continuation])], dim=1)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"],
+                           pixel_attention_mask=inputs.get("pixel_attention_mask")).logits[0]
+        logprobs = logits.log_softmax(-1)
+        positions = range(ids.shape[1] - len(continuation), ids.shape[1])
+        theirs.append(float(sum(logprobs[p - 1, ids[0, p]] for p in positions)))
+    np.testing.assert_allclose(ours, theirs, atol=TOLERANCE, rtol=0)
