@@ -182,9 +182,8 @@ def plain_loop(spec_file: str) -> None:
     from pipelines.config import load_config
     from pipelines.inputs import load_examples
     from pipelines.method import MethodSpec
-    from pipelines.reduce import index_order
+    from pipelines.reduce import decode
     from spex_ray import plan_method
-    from spex_ray.faithfulness import faithfulness
 
     config = load_config(spec["config"])
     method = MethodSpec.from_config(config)
@@ -205,14 +204,12 @@ def plain_loop(spec_file: str) -> None:
             stop = min(start + batch, layout.num_queries)
             values[start:stop] = [score.value for score in backend.score(example, layout.masks(start, stop))]
         start_decoding = time.perf_counter()
-        fourier = plan.fit(values[: plan.num_queries]).with_feature_names(list(example.features))
-        r2.append(faithfulness(fourier, layout.holdout_masks(), values[layout.num_design : layout.full_id]))
-        for index in config.indices:
-            fourier.to(index, order=index_order(index, config.max_order))
+        rows = decode(example, method, layout, values)  # the job's reducer: every row and its R²
+        r2.append(rows[0]["faithfulness_r2"])
         decoding += time.perf_counter() - start_decoding
         scoring += start_decoding - start_scoring
         queries += layout.num_queries
-    finite = [value for value in r2 if np.isfinite(value)]
+    finite = [value for value in r2 if value is not None and np.isfinite(value)]
     Path(spec["result"]).write_text(json.dumps({
         "scoring_s": scoring, "decoding_s": decoding, "queries": queries, "examples": len(r2),
         "errors": errors, "mean_r2": float(np.mean(finite)) if finite else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from pipelines.config import JobConfig
@@ -40,10 +39,6 @@ class MethodSpec:
             holdout=config.holdout,
             indices=tuple(config.indices),
         )
-
-    def for_index(self, index: str) -> MethodSpec:
-        """The same spec asking for ``index`` only."""
-        return dataclasses.replace(self, indices=(index,))
 
     def plan(self, n: int) -> MethodPlan:
         """The method's plan for ``n`` features; ValueError with the reason when there is none."""
