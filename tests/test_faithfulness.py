@@ -80,5 +80,5 @@ def test_faithfulness_errors():
         faithfulness(f, np.zeros((0, 3), bool), np.zeros(0))
     with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
         faithfulness(f, np.zeros((5, 4), bool), np.zeros(5))
-    with pytest.raises(ValueError, match="'fourier' or 'mobius'"):
+    with pytest.raises(ValueError, match="not 'shapley'"):
         faithfulness(f.to("shapley"), masks, np.arange(5.0))
