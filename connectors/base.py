@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from connectors.text import Renderer, Strategy, Unit, featurize
+from spex_ray.text import Renderer, Strategy, Unit, featurize
 
 # name -> "module:Class". A backend's options are the keyword arguments of its constructor.
 BACKENDS: dict[str, str] = {
@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "fake": "connectors.fake:FakeBackend",
     "openai": "connectors.openai_backend:OpenAIBackend",
     "transformers": "connectors.transformers_backend:TransformersBackend",
+    "transformers-classifier": "connectors.classifier_backend:ClassifierBackend",
     "vllm": "connectors.vllm_backend:VLLMBackend",
 }
 
@@ -33,6 +34,7 @@ BACKENDS: dict[str, str] = {
 BACKEND_EXTRAS: dict[str, str] = {
     "openai": "openai",
     "transformers": "hf",
+    "transformers-classifier": "hf",
     "vllm": "vllm",
 }
 
@@ -73,7 +75,7 @@ class Example:
         question: str | None = None,
         target: str | None = None,
     ) -> Example:
-        """Featurize ``text`` (see ``connectors.text.featurize``) into an Example; ValueError on bad input."""
+        """Featurize ``text`` (see ``spex_ray.text.featurize``) into an Example; ValueError on bad input."""
         features, feature_spans = featurize(text, unit, spans=spans, max_features=max_features)
         return cls(
             example_id=example_id,
@@ -127,21 +129,39 @@ class Score:
 class Backend(abc.ABC):
     """A value function: scores masked versions of an example. One instance per actor/replica.
 
-    The contract a backend declares (a backend of one's own declares the same):
+    The contract every backend meets, a backend of one's own (``backend.name:
+    "package.module:Class"``) included:
 
-    - options: the keyword arguments of its constructor, set in a config's ``backend`` section;
-      ``check_options`` finds every bad one when the config loads, before anything starts.
+    - options: the keyword arguments of ``__init__``, set in a config's ``backend`` section (plain
+      YAML values: they are stored in ``job.json``); ``__init__`` runs once in each scorer actor, so
+      it is where a model is loaded. Taking ``strategy`` and ``mask_token`` gets the config's
+      ``masking`` settings; ``check_options`` finds every bad option when the config loads.
+    - ``score(example, keep)``: one ``Score`` per row of ``keep`` (bool (B, n), True = kept), in
+      order; the masked text is ``example_renderer(example, strategy, mask_token).render_batch(keep)``.
+      Equal example and mask must give an equal value: the query log stands in for a query on a
+      resume. A row that fails gets ``Score(None, raw, error)``; an exception fails the batch, whose
+      rows are then retried one by one up to ``ray.max_attempts`` times.
+    - ``name``: shown in messages and the explanations' metadata (a class that sets none: its import path).
+    - ``identity()``: JSON-able facts about the model (no secrets) for the Parquet metadata.
+    - ``close()``: releases what ``__init__`` took.
     - ``execution_options``: the options that change how queries are sent (rate limits, cost caps,
       timeouts, retries), never their values; a job may change them on a resume.
     - ``internal_options``: constructor options the job supplies itself (e.g. a shared rate
       limiter); a config may not set them and error messages never list them.
     - ``check_values``: a classmethod that validates option values without loading a model or
       opening a connection; returns one message per problem (the default checks nothing).
+    - optional ``target(example) -> str | None``: a target to score against, asked once per example
+      that has none, of one replica, before its queries (e.g. a model's own answer).
     """
 
-    name: str
+    name: ClassVar[str]
     execution_options: ClassVar[frozenset[str]] = frozenset()
     internal_options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "name"):
+            cls.name = f"{cls.__module__}:{cls.__qualname__}"
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -191,13 +211,21 @@ def did_you_mean(key: str, allowed: Iterable[str]) -> str:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name`` in BACKENDS, without building a backend; ImportError naming
-    the extra to install when its optional dependency is missing."""
-    target = BACKENDS[name]
+    """The backend class ``name`` names, without building a backend: a name registered in BACKENDS
+    or an import path ``"package.module:Class"`` (a subclass of Backend). ValueError for an unknown
+    name or a class that is no Backend; ImportError when the module cannot be imported, naming the
+    extra to install when a registered backend's optional dependency is missing."""
+    if not isinstance(name, str) or (name not in BACKENDS and not is_import_path(name)):
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}, "
+                         "or a class of one's own as 'package.module:Class'")
+    target = BACKENDS.get(name, name)
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
+        if name not in BACKENDS:
+            raise ImportError(f"backend {name!r}: cannot import module {module_name!r} ({err}); it must be "
+                              "importable in the driver and in every scorer actor") from err
         if err.name is not None and (module_name == err.name or module_name.startswith(err.name + ".")):
             raise ImportError(f"backend {name!r} is registered as {target!r} but that module is missing") from err
         extra = BACKEND_EXTRAS.get(name)
@@ -207,7 +235,18 @@ def backend_class(name: str) -> type[Backend]:
             f"backend {name!r} needs the {extra} extra: pip install 'spex-ray[{extra}]' "
             f"(missing module {err.name!r})"
         ) from err
-    return getattr(module, class_name)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        found = "nothing" if cls is None else repr(cls)
+        raise ValueError(f"backend {name!r}: {module_name}.{class_name} must be a subclass of "
+                         f"connectors.Backend, found {found}")
+    return cls
+
+
+def is_import_path(name: str) -> bool:
+    """Whether ``name`` looks like ``"package.module:Class"`` (a backend named by its import path)."""
+    module_name, sep, class_name = name.partition(":")
+    return bool(sep) and class_name.isidentifier() and all(part.isidentifier() for part in module_name.split("."))
 
 
 def _options(cls: type) -> tuple[set[str], set[str], bool]:
@@ -228,16 +267,16 @@ def _options(cls: type) -> tuple[set[str], set[str], bool]:
 def build_backend(spec: Mapping[str, Any]) -> Backend:
     """Build a backend from a config's ``backend`` section: ``{"name": "vader", **options}``.
 
-    Raises ValueError for a missing/unknown name, an unknown or missing option; ImportError naming
-    the extra to install when a backend's optional dependency is missing.
+    ``name`` is registered in BACKENDS or an import path ``"package.module:Class"``. Raises
+    ValueError for a missing/unknown name, an unknown or missing option; ImportError naming the
+    extra to install when a backend's optional dependency is missing.
     """
     if not isinstance(spec, Mapping):
         raise ValueError(f"backend spec must be a mapping with a 'name', got {type(spec).__name__}")
     name = spec.get("name")
     if name is None:
-        raise ValueError(f"backend spec needs a 'name' (one of {', '.join(sorted(BACKENDS))})")
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+        raise ValueError(f"backend spec needs a 'name' (one of {', '.join(sorted(BACKENDS))}, "
+                         "or 'package.module:Class')")
     cls = backend_class(name)
     options = {key: value for key, value in spec.items() if key != "name"}
     allowed, required, var_keyword = _options(cls)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from connectors.base import BACKENDS, backend_class, did_you_mean
+from connectors.base import BACKENDS, backend_class, did_you_mean, is_import_path
 from connectors.documents import DOCUMENT_UNITS
 from connectors.image import FILLS
 from connectors.text import STRATEGIES, UNITS
@@ -383,11 +383,12 @@ def _check_backend(config: JobConfig) -> list[str]:
     name = config.backend.get("name")
     if name is None:
         return ["config: 'backend.name' is required"]
-    if name not in BACKENDS:
-        return _attempt(lambda: _one_of("backend.name", name, tuple(sorted(BACKENDS))))
+    if not isinstance(name, str) or (name not in BACKENDS and not is_import_path(name)):
+        return [f"config: 'backend.name' must be one of {', '.join(sorted(BACKENDS))} or an import path "
+                f"'package.module:Class'; got {name!r}"]
     try:
         cls = backend_class(name)
-    except ImportError as err:
+    except (ImportError, ValueError) as err:
         return [f"config: 'backend.name' {name!r}: {err}"]
     spec = config.backend_spec(backend_options(name))
     return [f"config: {problem}" for problem in cls.check_options({k: v for k, v in spec.items() if k != "name"})]
