@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook
 
 from connectors.base import Example, backend_class
 from pipelines.actors import Batch, BatchResult, ScorerPool, TargetCall, TargetResult, submit_decode
