@@ -56,15 +56,15 @@ def run(
     ``JobMismatchError`` when the output folder holds results of a config that would give
     different results.
     """
-    from pipelines.runner import JOB_FILE, run_job
-
     raw, base_dir = _config_data(config)
     for key, value in overrides.items():
         _set(raw, key.split(NESTING), value)
     if data is None:
         job = config_from_dict(raw, base_dir)
     else:
-        job = _with_data(raw, base_dir, _table(data), JOB_FILE)
+        job = _with_data(raw, base_dir, _table(data))
+    from pipelines.runner import run_job  # imports Ray
+
     summary = run_job(job, limit=limit, fail_fast=fail_fast)
     if summary.examples_ok == 0 and summary.examples_error > 0:
         raise RuntimeError(f"every example failed ({summary.examples_error} error rows); the first: "
@@ -96,14 +96,15 @@ def _set(data: dict[str, Any], parts: list[str], value: Any) -> None:
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"config: cannot set {'.'.join(parts)!r}: {'.'.join(parts[: depth + 1])!r} is not a mapping")
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"config: cannot set {'.'.join(parts)!r}: {where!r} is not a mapping")
         node = child
     node[parts[-1]] = os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _table(data: Any) -> pa.Table:
-    """``data`` as an Arrow table; TypeError for data that holds no records, ValueError for records
-    that do not make a table (a field of mixed types)."""
+    """``data`` as an Arrow table; TypeError for data that is no records, ValueError for no records or
+    records that do not make a table (a field of mixed types)."""
     import pyarrow as pa
 
     kind = type(data)
@@ -131,13 +132,13 @@ def _table(data: Any) -> pa.Table:
     return table
 
 
-def _with_data(raw: dict[str, Any], base_dir: Path | None, table: pa.Table, job_file: str) -> JobConfig:
+def _with_data(raw: dict[str, Any], base_dir: Path | None, table: pa.Table) -> JobConfig:
     """The config reading ``table`` from ``OUTPUT/input.parquet``, written there (atomically, under
     the output folder's lock) unless the folder holds another job's results."""
     import pyarrow.parquet as pq
 
     from pipelines.parts import TEMP_PREFIX
-    from pipelines.runner import LOCK_FILE
+    from pipelines.runner import JOB_FILE, LOCK_FILE
 
     output = raw.get("output", JobConfig.output)
     if not isinstance(output, str):
@@ -157,7 +158,7 @@ def _with_data(raw: dict[str, Any], base_dir: Path | None, table: pa.Table, job_
             job = config_from_dict(raw, base_dir)
             _check_fields(job, table.column_names)
             job.input.path = str(staged)
-            recorded = output / job_file
+            recorded = output / JOB_FILE
             if not recorded.exists() or json.loads(recorded.read_text()).get("config_hash") == job.result_hash():
                 fresh.replace(staged)
         finally:

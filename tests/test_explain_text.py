@@ -45,7 +45,8 @@ def test_fn_gets_lists_of_masked_texts_and_options_reach_explain():
                           batch_size=5, index="fbii", order=1)
     assert result.index == "fbii" and result.max_order == 1
     assert result.feature_names == ("One.", "Two here.", "Three!")
-    assert set(seen) <= {f"{a} {b} {c}" for a in ("One.", "<m>") for b in ("Two here.", "<m>") for c in ("Three!", "<m>")}
+    options = [("One.", "<m>"), ("Two here.", "<m>"), ("Three!", "<m>")]
+    assert set(seen) <= {f"{a} {b} {c}" for a in options[0] for b in options[1] for c in options[2]}
     assert "<m> <m> <m>" in seen or text in seen
 
 

@@ -91,7 +91,7 @@ def test_a_dataframe_without_ids_and_a_dataset(tmp_path):
 
 
 def test_mistakes_are_reported_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match="'input.id_field' is 'id' but the data has no such field .*input__id_field=None"):
+    with pytest.raises(ConfigError, match="'input.id_field' is 'id' but the data has no such field .*input__id_field"):
         spex_ray.run(JOB, data=[{"text": "a b"}], output=str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="'input.text_field' is 'body'"):
         spex_ray.run(JOB, data=RECORDS, output=str(tmp_path / "x"), input__text_field="body")
