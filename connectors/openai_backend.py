@@ -384,8 +384,15 @@ class OpenAIBackend(OpenAIOptions, Backend):
             "openai_sdk": openai.__version__,
         }
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
-        """One Score per row of ``keep``: bool (B, n), True = kept. Never raises for API failures."""
+    def score(self, example: Example, keep: np.ndarray, *, on_send: Callable[[int, float], None] | None = None,
+              on_score: Callable[[int, Score], None] | None = None) -> list[Score]:
+        """One Score per row of ``keep``: bool (B, n), True = kept. Never raises for API failures.
+
+        Online, ``on_send(row, usd)`` is called before each request is sent (``usd``: its cost if it
+        is answered, estimated from its prompt) and ``on_score(row, score)`` as soon as a row's
+        Score is final, both on the backend's event loop (identical rows share one request: it is
+        announced for the first of them).
+        """
         keep = np.asarray(keep, dtype=bool)
         if keep.ndim != 2 or keep.shape[1] != example.n:
             raise ValueError(f"keep must have shape (B, n) with n={example.n}, got {keep.shape}")
@@ -393,21 +400,17 @@ class OpenAIBackend(OpenAIOptions, Backend):
             error = f"example {example.example_id!r} has no target (value 'target_logprob' needs one)"
             return [Score(value=None, raw=json.dumps({"mode": self.mode}), error=error) for _ in range(len(keep))]
         requests = self.requests(example, keep)
-        first: dict[str, int] = {}
+        rows_of: dict[str, list[int]] = {}
         for row, request in enumerate(requests):
-            first.setdefault(request.cache_key, row)
-        unique = [requests[row] for row in first.values()]
-        sent = self._run(self._send_all(unique) if self.mode == "online" else self._send_batch(unique))
-        by_key = dict(zip(first, sent))
-        scores = []
-        for row, request in enumerate(requests):
-            score = by_key[request.cache_key]
-            if first[request.cache_key] != row:
-                raw = json.loads(score.raw)
-                raw.update(cost_usd=0.0, same_as_row=first[request.cache_key])
-                score = Score(value=score.value, raw=json.dumps(raw), error=score.error)
-            scores.append(score)
-        return scores
+            rows_of.setdefault(request.cache_key, []).append(row)
+        unique = [requests[rows[0]] for rows in rows_of.values()]
+        if self.mode == "online":
+            sent = self._run(self._send_all(unique, list(rows_of.values()), on_send, on_score))
+        else:
+            sent = self._run(self._send_batch(unique))
+        by_row = {row: _same_as(score, rows[0]) if row != rows[0] else score
+                  for rows, score in zip(rows_of.values(), sent) for row in rows}
+        return [by_row[row] for row in range(len(requests))]
 
     def close(self) -> None:
         """Cancel requests in flight, close the client, stop the event loop."""
@@ -427,11 +430,23 @@ class OpenAIBackend(OpenAIOptions, Backend):
         await self._client.close()
 
     # -- online ----------------------------------------------------------------------------------
-    async def _send_all(self, requests: list[Request]) -> list[Score]:
-        return list(await asyncio.gather(*(self._send(request) for request in requests)))
+    async def _send_all(self, requests: list[Request], rows: list[list[int]],
+                        on_send: Callable[[int, float], None] | None,
+                        on_score: Callable[[int, Score], None] | None) -> list[Score]:
+        """The Scores of ``requests``, the one for query rows ``rows[i]`` sent as ``requests[i]``."""
+        async def one(request: Request, rows: list[int]) -> Score:
+            usd = self.cost_usd({"prompt_tokens": request.prompt_tokens, "completion_tokens": _OUTPUT_TOKENS})
+            score = await self._send(request, None if on_send is None else lambda: on_send(rows[0], usd))
+            if on_score is not None:
+                for row in rows:
+                    on_score(row, _same_as(score, rows[0]) if row != rows[0] else score)
+            return score
 
-    async def _send(self, request: Request) -> Score:
-        """Send one request until it gives a value, fails for good, or has had ``max_attempts``."""
+        return list(await asyncio.gather(*(one(request, group) for request, group in zip(requests, rows))))
+
+    async def _send(self, request: Request, announce: Callable[[], None] | None = None) -> Score:
+        """Send one request until it gives a value, fails for good, or has had ``max_attempts``;
+        ``announce()`` before each attempt goes out."""
         raw: dict[str, Any] = {"cache_key": request.cache_key, "mode": self.mode,
                                "estimated_prompt_tokens": request.prompt_tokens}
         errors: list[str] = []
@@ -444,6 +459,8 @@ class OpenAIBackend(OpenAIOptions, Backend):
                 except CostCapReached as err:
                     raw.update(not_sent=True, attempts=attempt - 1, errors=errors, cost_usd=cost)
                     return Score(value=None, raw=json.dumps(raw), error=f"not sent: {err}")
+                if announce is not None:
+                    announce()
                 try:
                     body, headers = await self._post(request)
                     self.limiter.observe(headers)
@@ -572,6 +589,13 @@ class OpenAIBackend(OpenAIOptions, Backend):
                     raise
             await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
             attempt += 1
+
+
+def _same_as(score: Score, first_row: int) -> Score:
+    """The Score of a row identical to ``first_row``: its answer, at no cost."""
+    raw = json.loads(score.raw)
+    raw.update(cost_usd=0.0, same_as_row=first_row)
+    return Score(value=score.value, raw=json.dumps(raw), error=score.error)
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,8 +6,11 @@ object store, which the actor fetches once and caches; masks are rebuilt in the 
 call asks one replica for an example's target (``backend.target``, e.g. the model's own answer)
 before any of its batches is sent, so that every replica scores the same target.
 An actor that dies is restarted by Ray (``max_restarts``); its in-flight batches and target calls
-come back as ``RayActorError`` and are resubmitted. The driver probes a failed actor with
-``info()`` and sends it no work until the probe answers; a probe that fails means the actor is
+come back as ``RayActorError`` and are resubmitted. With a journal (``pipelines.journal``, paid
+backends), each actor journals every answer as it arrives, and a dead actor's batch takes its
+journaled answers along when it is resubmitted, so only the queries it had not answered are sent
+again. The driver probes a failed actor with ``info()``, asked again while the actor is
+restarting, and sends it no work until the probe answers; a probe that fails means the actor is
 gone for good.
 """
 
@@ -15,16 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from connectors.base import Example, build_backend
+from pipelines.journal import Journal, journal_files, read_journals
 from pipelines.layout import QueryLayout
 from pipelines.method import MethodSpec
 from pipelines.reduce import decode
@@ -34,13 +40,16 @@ logger = logging.getLogger(__name__)
 
 _CACHED_EXAMPLES = 16
 _PLACEMENT_WARNING_S = 60.0
+_REPROBE_S = 0.5
 
 
 class ScorerActor:
     """One backend replica scoring batches of query ids (wrapped with ``ray.remote`` by the pool)."""
 
-    def __init__(self, backend_spec: dict[str, Any], max_attempts: int) -> None:
-        self._scorer = BatchScorer(build_backend(backend_spec), max_attempts)
+    def __init__(self, backend_spec: dict[str, Any], max_attempts: int, journal: tuple[str, str] | None = None) -> None:
+        """``journal``: (folder, run id) of the journal this replica writes, or None."""
+        self._scorer = BatchScorer(build_backend(backend_spec), max_attempts,
+                                   None if journal is None else Journal(Path(journal[0]), journal[1]))
         self._work: OrderedDict[str, tuple[Example, QueryLayout]] = OrderedDict()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -55,8 +64,10 @@ class ScorerActor:
         except Exception as err:  # a bad example fails itself, not the job
             return None, f"cannot make the target: {type(err).__name__}: {err}"
 
-    def score(self, example_id: str, work: list[ray.ObjectRef], start: int, stop: int) -> tuple[pa.RecordBatch, str]:
-        """Query-log rows of ids ``[start, stop)``; ``work`` is ``[ref to (Example, QueryLayout)]``."""
+    def score(self, example_id: str, work: list[ray.ObjectRef], start: int, stop: int,
+              recovered: pa.RecordBatch | None = None) -> tuple[pa.RecordBatch, str]:
+        """Query-log rows of ids ``[start, stop)``; ``work`` is ``[ref to (Example, QueryLayout)]``;
+        ``recovered``: rows of some of these ids journaled by a replica that died (not sent again)."""
         if example_id in self._work:
             self._work.move_to_end(example_id)
         else:
@@ -64,18 +75,20 @@ class ScorerActor:
             if len(self._work) > _CACHED_EXAMPLES:
                 self._work.popitem(last=False)
         example, layout = self._work[example_id]
-        return self._scorer.score(example, layout, start, stop), self._node_id
+        return self._scorer.score(example, layout, start, stop, recovered), self._node_id
 
 
 @dataclass
 class Batch:
-    """A contiguous range of query ids of one example; ``failures`` counts actor deaths under it."""
+    """A contiguous range of query ids of one example; ``failures`` counts actor deaths under it;
+    ``recovered``: rows of it that a dead actor journaled."""
 
     example_id: str
     start: int
     stop: int
     work: ray.ObjectRef
     failures: int = 0
+    recovered: pa.RecordBatch | None = None
 
 
 @dataclass
@@ -94,6 +107,9 @@ class _Member:
     probing: bool = False
     batches: int = 0
     queries: dict[str, int] = field(default_factory=dict)  # node id -> queries scored
+    deaths: int = 0
+    recovered: int = 0  # answers of its dead replicas' batches found in the journal
+    resent: int = 0  # queries of its dead replicas' batches sent again
 
 
 @dataclass
@@ -117,14 +133,18 @@ class TargetResult:
 
 class ScorerPool:
     """``num_actors`` scorer actors, at most ``per_actor`` calls (batches, targets) in flight on each.
-    Calls whose actor died come back in ``retry``."""
+    Calls whose actor died come back in ``retry``. ``journal``: (folder, run id) where the actors
+    journal their answers (None: no journal)."""
 
     def __init__(self, backend_spec: dict[str, Any], *, num_actors: int, num_cpus: float, num_gpus: float,
-                 max_restarts: int, max_attempts: int, per_actor: int = 2, max_batch_failures: int = 3) -> None:
+                 max_restarts: int, max_attempts: int, per_actor: int = 2, max_batch_failures: int = 3,
+                 journal: tuple[Path, str] | None = None) -> None:
         actor_class = ray.remote(ScorerActor).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, max_task_retries=0
         )
-        self._members = [_Member(actor_class.remote(backend_spec, max_attempts)) for _ in range(num_actors)]
+        self._journal = journal
+        where = None if journal is None else (str(journal[0]), journal[1])
+        self._members = [_Member(actor_class.remote(backend_spec, max_attempts, where)) for _ in range(num_actors)]
         self._resources = (num_cpus, num_gpus)
         self._per_actor = per_actor
         self._max_batch_failures = max_batch_failures
@@ -166,7 +186,7 @@ class ScorerPool:
         if isinstance(call, TargetCall):
             ref = member.handle.target.remote(call.example)
         else:
-            ref = member.handle.score.remote(call.example_id, [call.work], call.start, call.stop)
+            ref = member.handle.score.remote(call.example_id, [call.work], call.start, call.stop, call.recovered)
         member.in_flight += 1
         self._pending[ref] = (index, call)
 
@@ -192,9 +212,15 @@ class ScorerPool:
             answer = ray.get(ref)
         except RayActorError as err:
             call.failures += 1
+            member.deaths += 1
             if not member.probing and member.handle is not None:
                 member.probing = True
-                self._pending[member.handle.info.remote()] = (index, None)
+                self._pending[_probe.remote(member.handle)] = (index, None)
+            if isinstance(call, Batch) and self._journal is not None:
+                self._recover(member, call)
+                if call.recovered is not None and call.recovered.num_rows == call.stop - call.start:
+                    member.batches += 1
+                    return BatchResult(call, call.recovered)
             if call.failures < self._max_batch_failures:
                 self.retry.append(call)
                 return None
@@ -210,7 +236,9 @@ class ScorerPool:
         return BatchResult(call, rows)
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per actor: node id and pid (latest seen), batches and queries scored per node."""
+        """Per actor: node id and pid (latest seen), batches and queries scored per node, deaths of
+        its replica, and of the batches they held, answers recovered from the journal and queries
+        sent again."""
         return [
             {
                 "actor": i,
@@ -219,6 +247,9 @@ class ScorerPool:
                 "alive": m.handle is not None,
                 "batches": m.batches,
                 "queries_by_node": dict(m.queries),
+                "deaths": m.deaths,
+                "recovered": m.recovered,
+                "resent": m.resent,
             }
             for i, m in enumerate(self._members)
         ]
@@ -229,6 +260,21 @@ class ScorerPool:
                 ray.kill(member.handle, no_restart=True)
                 member.handle = None
         self._pending.clear()
+
+    def _recover(self, member: _Member, batch: Batch) -> None:
+        """Attach to ``batch`` the rows of it that the dead actor (or an earlier one) journaled."""
+        folder, run_id = self._journal
+        contents = read_journals(journal_files(folder, run_id), batch.example_id)
+        keys = [(batch.example_id, q) for q in range(batch.start, batch.stop) if (batch.example_id, q) in contents.rows]
+        in_flight = {key for key, _ in contents.unanswered if batch.start <= key[1] < batch.stop} - set(keys)
+        known = 0 if batch.recovered is None else batch.recovered.num_rows  # recovered at an earlier death
+        batch.recovered = contents.table(keys).combine_chunks().to_batches()[0] if keys else None
+        resent = batch.stop - batch.start - len(keys)
+        member.recovered += len(keys) - known
+        member.resent += resent
+        logger.warning("spex-ray: a scorer actor died under queries %d-%d of %r: %d answers recovered from the "
+                       "journal, %d queries will be sent again (%d of them were in flight)",
+                       batch.start, batch.stop - 1, batch.example_id, len(keys), resent, len(in_flight))
 
     def _ready(self, member: _Member) -> bool:
         return member.handle is not None and not member.probing and member.in_flight < self._per_actor
@@ -241,6 +287,17 @@ class ScorerPool:
             member.handle = None
             if all(m.handle is None for m in self._members):
                 raise RuntimeError("every scorer actor died and none could be restarted") from None
+
+
+@ray.remote(num_cpus=0)
+def _probe(handle: Any) -> dict[str, Any]:
+    """``handle.info()`` once the actor answers: asked again while it is restarting (building its
+    backend can take long); an actor gone for good raises ``RayActorError``."""
+    while True:
+        try:
+            return ray.get(handle.info.remote())
+        except ActorUnavailableError:
+            time.sleep(_REPROBE_S)
 
 
 def submit_decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,

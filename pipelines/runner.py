@@ -49,6 +49,7 @@ from pipelines.actors import Batch, BatchResult, ScorerPool, TargetCall, TargetR
 from pipelines.backends import backend_options, default_gpus
 from pipelines.config import JobConfig, changed_keys
 from pipelines.inputs import BadInput, count_records, load_examples
+from pipelines.journal import JOURNAL_DIR, close_run, fold_journals, summarize_recovery
 from pipelines.layout import QueryLayout
 from pipelines.metadata import file_metadata, library_versions
 from pipelines.method import MethodSpec
@@ -63,6 +64,7 @@ from pipelines.parts import (
     read_parts,
 )
 from pipelines.ratelimit import attach_shared_limiter, takes_shared_limiter
+from pipelines.reaper import child_pids, reap_now, reap_on_exit
 from pipelines.reduce import error_rows, failed_queries_message, rows_to_batch
 from pipelines.usage import Usage
 from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK, TARGETS_SCHEMA
@@ -96,7 +98,8 @@ class JobSummary:
     counters (requests, tokens, spent_usd over the whole job, cost_cap_reached, rpm, tpm) for
     backends that use one. ``queries_not_sent``: queries the backend declined (not logged);
     ``stopped``: why the run ended before every example was done (a re-run resumes it);
-    ``first_error``: the first error row's example id and reason."""
+    ``first_error``: the first error row's example id and reason; ``recovery``: what a killed
+    run or dead scorer actors lost and what this run redid (``pipelines.journal.summarize_recovery``)."""
 
     output: str
     examples_ok: int = 0
@@ -112,6 +115,7 @@ class JobSummary:
     queries_not_sent: int = 0
     stopped: str | None = None
     first_error: str | None = None
+    recovery: dict[str, Any] | None = None
     r2_values: list[float] = field(default_factory=list, repr=False)  # per example, for the mean
 
     def describe(self) -> str:
@@ -123,6 +127,7 @@ class JobSummary:
             f"{self.queries_reused} reused from the query log; time: {self.seconds:.1f} s{spent}; "
             f"mean faithfulness R^2: {r2}; output: {self.output}"
         )
+        text = text if self.recovery is None else f"{text}; {self.recovery['note']}"
         return text if self.stopped is None else f"{text}; stopped early: {self.stopped}"
 
 
@@ -176,6 +181,7 @@ def run_job(config: JobConfig, *, limit: int | None = None, fail_fast: bool = Fa
         finally:
             if started_ray:
                 ray.shutdown()
+                reap_now()
 
 
 def _all_finished(config: JobConfig, finished: set[str], limit: int | None) -> bool:
@@ -198,7 +204,10 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    before = child_pids()
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    if address == "local":
+        reap_on_exit(exclude=before)  # its processes end with this one, even on SIGKILL
     return True
 
 
@@ -261,6 +270,9 @@ class _Job:
     def run(self) -> JobSummary:
         begin = time.monotonic()
         finished = self.finished
+        folded = fold_journals(self.output, self.run_id)  # answers a killed run paid for, into the query log
+        if folded.recovered or folded.unanswered:
+            logger.warning("spex-ray: %s", folded.describe())
         compact_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, self.run_id, min_parts=_COMPACT_QUERY_LOG_PARTS)
         logged = group_by_example(
             read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["example_id", "query_id", "value", "error"],
@@ -275,6 +287,7 @@ class _Job:
         spec = self._backend_spec(name)
         if takes_shared_limiter(cls, spec):
             self.usage.add(read_parts(self.output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["raw"]).column("raw"))
+            self.usage.cost_usd += folded.ledger_usd  # possibly paid for answers lost in flight
         spec, self.limiter = attach_shared_limiter(cls, spec, spent_usd=self.usage.cost_usd)
         gpus = self.config.ray.num_gpus_per_actor
         pool = ScorerPool(
@@ -284,6 +297,7 @@ class _Job:
             num_gpus=default_gpus(name, spec) if gpus is None else gpus,
             max_restarts=self.config.ray.max_restarts,
             max_attempts=self.config.ray.max_attempts,
+            journal=None if self.limiter is None else (self.output / JOURNAL_DIR, self.run_id),
         )
         try:
             infos = pool.start()
@@ -298,12 +312,14 @@ class _Job:
             total = count_records(self.config.input)
             total = total if self.limit is None else min(total, self.limit)
             with tqdm(total=total, unit="ex", desc="spex-ray", file=sys.stderr,
-                      disable=not self.config.progress, dynamic_ncols=True, miniters=0) as progress:
+                      disable=not self.config.progress, dynamic_ncols=True) as progress:
                 self._loop(pool, load_examples(self.config, self.limit), finished, logged, progress, begin)
         except BaseException:
             self._close(pool, quiet=True)
             raise
         self._close(pool, quiet=False)
+        close_run(self.output, self.run_id, self.summary.scorers)
+        self.summary.recovery = summarize_recovery(folded, self.summary.scorers)
         self.summary.seconds = time.monotonic() - begin
         if self.stop_reason is not None:
             unfinished = total - self.handled
@@ -403,12 +419,10 @@ class _Job:
                 self._flush()
                 last_flush = now
             rate = self.summary.queries_sent / max(now - begin, 1e-9)
-            fitting = len(self.decoding) + len(self.decode_backlog)
-            status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s, {fitting} fitting"
+            status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s"
             if self.limiter is not None:
                 status += f", ${self.usage.cost_usd:,.4f} spent"
             progress.set_postfix_str(status, refresh=False)
-            progress.update(0)  # redraws the queries at most every mininterval, between examples too
 
     def _start(self, item: Example | BadInput, logged: pa.Table | None, progress: tqdm) -> None:
         """Plan an example; ask for its target or queue its missing queries (or record why it cannot run)."""
