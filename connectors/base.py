@@ -224,8 +224,8 @@ def backend_class(name: str) -> type[Backend]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if name not in BACKENDS:
-            raise ImportError(f"backend {name!r}: cannot import module {module_name!r} ({err}); it must be "
-                              "importable in the driver and in every scorer actor") from err
+            raise ImportError(f"cannot import module {module_name!r} ({err}); it must be importable in the "
+                              "driver and in every scorer actor") from err
         if err.name is not None and (module_name == err.name or module_name.startswith(err.name + ".")):
             raise ImportError(f"backend {name!r} is registered as {target!r} but that module is missing") from err
         extra = BACKEND_EXTRAS.get(name)
@@ -238,8 +238,7 @@ def backend_class(name: str) -> type[Backend]:
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         found = "nothing" if cls is None else repr(cls)
-        raise ValueError(f"backend {name!r}: {module_name}.{class_name} must be a subclass of "
-                         f"connectors.Backend, found {found}")
+        raise ValueError(f"{module_name}.{class_name} must be a subclass of connectors.Backend, found {found}")
     return cls
 
 
