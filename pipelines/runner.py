@@ -312,7 +312,7 @@ class _Job:
             total = count_records(self.config.input)
             total = total if self.limit is None else min(total, self.limit)
             with tqdm(total=total, unit="ex", desc="spex-ray", file=sys.stderr,
-                      disable=not self.config.progress, dynamic_ncols=True) as progress:
+                      disable=not self.config.progress, dynamic_ncols=True, miniters=0) as progress:
                 self._loop(pool, load_examples(self.config, self.limit), finished, logged, progress, begin)
         except BaseException:
             self._close(pool, quiet=True)
@@ -419,10 +419,12 @@ class _Job:
                 self._flush()
                 last_flush = now
             rate = self.summary.queries_sent / max(now - begin, 1e-9)
-            status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s"
+            fitting = len(self.decoding) + len(self.decode_backlog)
+            status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s, {fitting} fitting"
             if self.limiter is not None:
                 status += f", ${self.usage.cost_usd:,.4f} spent"
             progress.set_postfix_str(status, refresh=False)
+            progress.update(0)  # redraws the queries at most every mininterval, between examples too
 
     def _start(self, item: Example | BadInput, logged: pa.Table | None, progress: tqdm) -> None:
         """Plan an example; ask for its target or queue its missing queries (or record why it cannot run)."""
