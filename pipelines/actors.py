@@ -212,8 +212,8 @@ class ScorerPool:
             answer = ray.get(ref)
         except RayActorError as err:
             call.failures += 1
-            member.deaths += 1
-            if not member.probing and member.handle is not None:
+            if not member.probing and member.handle is not None:  # the first call back from this death
+                member.deaths += 1
                 member.probing = True
                 self._pending[_probe.remote(member.handle)] = (index, None)
             if isinstance(call, Batch) and self._journal is not None:
@@ -222,6 +222,8 @@ class ScorerPool:
                     member.batches += 1
                     return BatchResult(call, call.recovered)
             if call.failures < self._max_batch_failures:
+                if isinstance(call, Batch):
+                    member.resent += call.stop - call.start - (0 if call.recovered is None else call.recovered.num_rows)
                 self.retry.append(call)
                 return None
             if isinstance(call, TargetCall):
@@ -254,6 +256,14 @@ class ScorerPool:
             for i, m in enumerate(self._members)
         ]
 
+    def losses(self) -> str:
+        """For a progress line: ", N actor deaths (M queries sent again)" once an actor died, else ""."""
+        deaths = sum(m.deaths for m in self._members)
+        if not deaths:
+            return ""
+        resent = sum(m.resent for m in self._members)
+        return f", {deaths} actor death{'s' if deaths > 1 else ''} ({resent} queries sent again)"
+
     def shutdown(self) -> None:
         for member in self._members:
             if member.handle is not None:
@@ -269,12 +279,10 @@ class ScorerPool:
         in_flight = {key for key, _ in contents.unanswered if batch.start <= key[1] < batch.stop} - set(keys)
         known = 0 if batch.recovered is None else batch.recovered.num_rows  # recovered at an earlier death
         batch.recovered = contents.table(keys).combine_chunks().to_batches()[0] if keys else None
-        resent = batch.stop - batch.start - len(keys)
         member.recovered += len(keys) - known
-        member.resent += resent
         logger.warning("spex-ray: a scorer actor died under queries %d-%d of %r: %d answers recovered from the "
-                       "journal, %d queries will be sent again (%d of them were in flight)",
-                       batch.start, batch.stop - 1, batch.example_id, len(keys), resent, len(in_flight))
+                       "journal, %d queries unanswered (%d of them were in flight)", batch.start, batch.stop - 1,
+                       batch.example_id, len(keys), batch.stop - batch.start - len(keys), len(in_flight))
 
     def _ready(self, member: _Member) -> bool:
         return member.handle is not None and not member.probing and member.in_flight < self._per_actor

@@ -423,6 +423,7 @@ class _Job:
             status = f"{self.summary.queries_sent:,} queries, {rate:,.0f} q/s, {fitting} fitting"
             if self.limiter is not None:
                 status += f", ${self.usage.cost_usd:,.4f} spent"
+            status += pool.losses()
             progress.set_postfix_str(status, refresh=False)
             progress.update(0)  # redraws the queries at most every mininterval, between examples too
 
