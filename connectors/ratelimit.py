@@ -79,16 +79,20 @@ def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items() if key.lower().startswith("x-ratelimit-")}
 
 
-class _WindowLog:
-    """Amounts booked at (nondecreasing) send times, kept while they are inside the window."""
+class _Budget:
+    """One limited quantity (requests or tokens): even pacing, and a log of the amounts booked at
+    (nondecreasing) send times while they are inside the window."""
 
     def __init__(self) -> None:
+        self._free_at = -math.inf  # even pacing: when the next unit may go
         self._log: deque[tuple[float, float]] = deque()
         self._total = 0.0
 
     def earliest(self, start: float, amount: float, limit: float, span: float) -> float:
-        """The first time >= ``start`` at which booking ``amount`` keeps every window of ``span``
-        seconds at most ``limit`` (an amount over ``limit`` waits for an empty window)."""
+        """The first time >= ``start`` at which ``amount`` may go: after the pacing of what went
+        before, and when every window of ``span`` seconds holds at most ``limit`` with it (an amount
+        over ``limit`` waits for an empty window)."""
+        start = max(start, self._free_at)
         while self._log and self._log[0][0] + span <= start:
             self._total -= self._log.popleft()[1]
         excess = self._total + amount - limit
@@ -99,10 +103,10 @@ class _WindowLog:
             excess -= booked_amount
         return start
 
-    def book(self, start: float, amount: float) -> None:
-        if amount:
-            self._log.append((start, amount))
-            self._total += amount
+    def book(self, start: float, amount: float, limit: float, span: float) -> None:
+        self._log.append((start, amount))
+        self._total += amount
+        self._free_at = start + amount * span / limit
 
 
 class RateLimiter:
@@ -145,10 +149,8 @@ class RateLimiter:
         self._server_tpm: float | None = None
         self._clock = clock
         self._lock = threading.Lock()
-        self._requests_free_at = -math.inf  # even pacing: when the next request or token may go
-        self._tokens_free_at = -math.inf
-        self._requests_log = _WindowLog()
-        self._tokens_log = _WindowLog()
+        self._requests = _Budget()
+        self._tokens = _Budget()
         self._last_start = -math.inf
         self._not_before = -math.inf
         self._spent = 0.0
@@ -171,15 +173,12 @@ class RateLimiter:
             rpm, tpm = self.effective_limits()
             span = self.window_s + self.margin_s
             start = max(now, self._not_before, self._last_start)
-            limited = [(rpm, requests, self._requests_log, "_requests_free_at"),
-                       (tpm, tokens, self._tokens_log, "_tokens_free_at")]
-            limited = [(limit, amount, log, free_at) for limit, amount, log, free_at in limited if limit and amount]
-            for _, _, _, free_at in limited:
-                start = max(start, getattr(self, free_at))
-            start = max([start] + [log.earliest(start, amount, limit, span) for limit, amount, log, _ in limited])
-            for limit, amount, log, free_at in limited:
-                log.book(start, amount)
-                setattr(self, free_at, start + amount * span / limit)
+            budgets = [(budget, limit, amount) for budget, limit, amount in
+                       ((self._requests, rpm, requests), (self._tokens, tpm, tokens)) if limit and amount]
+            # each budget only allows more as time goes on, so the latest of their earliest times suits all
+            start = max([start] + [budget.earliest(start, amount, limit, span) for budget, limit, amount in budgets])
+            for budget, limit, amount in budgets:
+                budget.book(start, amount, limit, span)
             if requests or tokens:
                 self._last_start = start
             self._granted += requests

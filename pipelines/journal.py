@@ -8,8 +8,8 @@ soon as the call returns: it survives a kill of the job, though not a power cut)
     {"q": [example_id, query_id], "sent": usd}      a request is about to go (estimated dollars)
     {"q": [example_id, query_id], "row": {...}}     the query's final row (query-log columns)
 
-A resumed job first folds the journals of unfinished runs (``fold_journals``): their rows missing from
-the query log become one query-log part, and the queries sent but never answered are added to
+A resumed job first folds the journals of unfinished runs (``fold_journals``): their rows
+missing from the query log become one query-log part, and the queries sent but never answered are added to
 ``OUTPUT/journal/unanswered.jsonl``, a ledger of dollars possibly paid for answers nobody
 received (charged against the job's dollar cap by every later run); then the journals go. A
 line torn by a kill is skipped. A run that ends normally deletes its own journals (``close_run``):
@@ -60,12 +60,6 @@ class Journal:
         """Final query-log rows (QUERY_LOG_SCHEMA), in one write."""
         self._write([{"q": [row["example_id"], row["query_id"]], "row": {k: row[k] for k in _ROW_FIELDS}}
                      for row in batch.to_pylist()])
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -132,10 +126,13 @@ class FoldReport:
     ledger_usd: float = 0.0
 
     def describe(self) -> str:
-        return (f"recovered {self.recovered} answers (${self.recovered_usd:.4f}) from the journal of a run that did "
-                f"not finish; {self.unanswered} requests were in flight when it or one of its scorer actors died: "
-                f"their answers are lost, their queries sent again, and the ${self.unanswered_usd:.4f} they may "
-                "have cost is counted as spent")
+        text = (f"recovered {self.recovered} answers (${self.recovered_usd:.4f}) from the journal of a run that did "
+                "not finish")
+        if self.unanswered:
+            text += (f"; {self.unanswered} requests were in flight when it or one of its scorer actors died: their "
+                     f"answers are lost, their queries sent again, and the ${self.unanswered_usd:.4f} they may have "
+                     "cost is counted as spent")
+        return text
 
 
 def fold_journals(output: Path, run_id: str, own: bool = False) -> FoldReport:

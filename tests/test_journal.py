@@ -71,7 +71,6 @@ def test_a_journal_keeps_rows_and_requests_and_a_torn_last_line_is_skipped(tmp_p
     journal.sent("ex", 4, 0.5)
     journal.rows(rows("ex", [3]))
     journal.sent("other", 1, 0.125)
-    journal.close()
     with open(journal.path, "a") as torn:
         torn.write('{"q":["ex",4],"row":{"value":')  # a kill in the middle of a write
     contents = read_journals([journal.path])
