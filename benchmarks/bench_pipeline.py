@@ -291,7 +291,7 @@ def querylog_latency_s(output: str) -> float:
     import pyarrow.compute as pc
 
     from pipelines.parts import QUERY_LOG_DIR, read_parts
-    from spex_ray.schema import QUERY_LOG_SCHEMA
+    from pipelines.schema import QUERY_LOG_SCHEMA
 
     table = read_parts(Path(output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["latency_ms"])
     return float(pc.sum(table.column("latency_ms")).as_py() or 0.0) / 1e3

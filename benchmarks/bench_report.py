@@ -28,7 +28,7 @@ from headless import Browser  # noqa: E402
 from pipelines.parts import EXPLANATIONS_DIR, PartWriter  # noqa: E402
 from pipelines.reduce import rows_to_batch  # noqa: E402
 from pipelines.report import report  # noqa: E402
-from spex_ray.schema import EXPLANATION_SCHEMA  # noqa: E402
+from pipelines.schema import EXPLANATION_SCHEMA  # noqa: E402
 
 PLANTED = [("not", "good", 0.4), ("not", "bad", 0.5), ("very", "boring", -0.3), ("waste", "time", -0.35)]
 

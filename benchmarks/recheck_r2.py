@@ -28,7 +28,7 @@ from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.method import MethodSpec  # noqa: E402
 from pipelines.parts import read_parts  # noqa: E402
 from spex_ray import Interactions, faithfulness, uniform_masks  # noqa: E402
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA  # noqa: E402
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA  # noqa: E402
 
 FRESH_SEED = 2025
 BOOTSTRAP = 1000

@@ -4,7 +4,7 @@ Mask convention: ``keep[b, i]`` True/1 = feature ``i`` kept in query row ``b``, 
 """
 
 from connectors.base import BACKENDS, Backend, Example, Score, build_backend, example_renderer
-from connectors.text import Renderer, Strategy, Unit, featurize, render
+from spex_ray.text import Renderer, Strategy, Unit, featurize, render
 from connectors.vader import VaderBackend
 
 __all__ = [

@@ -3,7 +3,7 @@
 The context is the documents' blocks ``"{title}\\n{body}"`` joined by blank lines. Features are
 whole blocks (unit "documents": a masked document loses its title too) or the bodies' sentences
 (unit "sentences": titles stay, as template text). A document is ``{"title": str, "text": str}``
-(its sentences found by ``connectors.text.featurize``) or ``{"title": str, "sentences": [str]}``
+(its sentences found by ``spex_ray.text.featurize``) or ``{"title": str, "sentences": [str]}``
 (HotpotQA's own sentence split, joined by single spaces).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from connectors.base import Example
-from connectors.text import featurize
+from spex_ray.text import featurize
 
 DocumentUnit = Literal["documents", "sentences"]
 DOCUMENT_UNITS: tuple[str, ...] = ("documents", "sentences")

@@ -2,7 +2,7 @@
 OpenAI-compatible server, rate-limited, retried and cost-tracked; online or through the Batch API.
 
 A query row becomes one request: the system prompt, and the user template filled with the masked
-context (``connectors.text.Renderer``) and the example's question. Online, the rows of one
+context (``spex_ray.text.Renderer``) and the example's question. Online, the rows of one
 ``score`` call are sent concurrently (at most ``max_in_flight`` at once) on an event loop owned by
 the backend, paced by a limiter (requests and tokens per minute, see ``connectors.ratelimit``).
 429, 5xx, timeouts, dropped connections and malformed bodies are retried with exponential backoff
@@ -52,7 +52,7 @@ from connectors.openai_values import (
     label_variants,
 )
 from connectors.ratelimit import CostCapReached, RateLimiter, rate_limit_headers, retry_after_seconds
-from connectors.text import STRATEGIES
+from spex_ray.text import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class OpenAIBackend(OpenAIOptions, Backend):
     """The backend: ``OpenAIOptions`` plus a client on its own event loop and a limiter.
 
     ``limiter``: an object with ``acquire``/``pause``/``observe``/``spend`` (``connectors.ratelimit``):
-    the pipeline passes one shared by all actors (``pipelines.ratelimit.SharedLimiter``); None builds
+    the pipeline passes one shared by all actors (``pipelines.shared_limiter.SharedLimiter``); None builds
     a local ``RateLimiter(rpm, tpm, max_cost_usd=max_cost_usd)``.
     """
 

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from connectors.base import Backend, Example, Score
-from connectors.text import STRATEGIES, Strategy
+from spex_ray.text import STRATEGIES, Strategy
 
 Value = Literal["answer_logprob", "label_log_odds"]
 VALUES: tuple[str, ...] = ("answer_logprob", "label_log_odds")

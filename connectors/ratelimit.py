@@ -11,7 +11,7 @@ that wakes later than that gives its slot up and books a new one.
 Server feedback narrows it: ``x-ratelimit-*`` headers (a lower server limit, an exhausted
 allowance) and ``Retry-After`` pause every request that shares the limiter.
 
-A limiter, local or shared (``pipelines.ratelimit.SharedLimiter``), offers:
+A limiter, local or shared (``pipelines.shared_limiter.SharedLimiter``), offers:
   ``await acquire(tokens, requests=1)`` wait for a send slot (raises ``CostCapReached``),
   ``pause(seconds)``, ``observe(headers)``, ``spend(usd)``, ``stats() -> dict``.
 """

@@ -9,14 +9,14 @@ import numpy as np
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from connectors.base import Backend, Example, Score, example_renderer
-from connectors.text import STRATEGIES, Strategy
+from spex_ray.text import STRATEGIES, Strategy
 
 
 class VaderBackend(Backend):
     """Value = VADER's ``compound`` score in [-1, 1] of the rendered masked text.
 
     ``raw`` is JSON ``{"neg", "neu", "pos", "compound"}``. ``strategy`` "remove" drops masked
-    features, "mask_token" replaces each by ``mask_token`` (see ``connectors.text.Renderer``).
+    features, "mask_token" replaces each by ``mask_token`` (see ``spex_ray.text.Renderer``).
     """
 
     name = "vader"

@@ -21,7 +21,7 @@ import yaml
 from connectors.base import BACKENDS, backend_class, did_you_mean, is_import_path
 from connectors.documents import DOCUMENT_UNITS
 from connectors.image import FILLS
-from connectors.text import STRATEGIES, UNITS
+from spex_ray.text import STRATEGIES, UNITS
 from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
@@ -72,7 +72,7 @@ class InputConfig:
 @dataclass
 class FeaturizerConfig:
     """How an example is split into features: a text into words, sentences or given spans
-    (``connectors.text.featurize``), documents into whole documents or their sentences, an image
+    (``spex_ray.text.featurize``), documents into whole documents or their sentences, an image
     into a ``grid`` of [rows, cols] patches."""
 
     unit: str = "words"

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from pipelines.parts import QUERY_LOG_DIR, PartWriter, read_parts
 from pipelines.usage import Usage
-from spex_ray.schema import QUERY_LOG_SCHEMA
+from pipelines.schema import QUERY_LOG_SCHEMA
 
 JOURNAL_DIR = "journal"
 UNANSWERED_FILE = "unanswered.jsonl"

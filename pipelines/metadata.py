@@ -9,7 +9,7 @@ from typing import Any
 
 import spex_ray
 from pipelines.config import JobConfig, redact
-from spex_ray.schema import EXPLANATION_SCHEMA_VERSION
+from pipelines.schema import EXPLANATION_SCHEMA_VERSION
 
 _LIBRARIES = ("numpy", "scipy", "pyarrow", "ray", "scikit-learn")
 

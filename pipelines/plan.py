@@ -26,7 +26,7 @@ from pipelines.config import JobConfig
 from pipelines.inputs import BadInput, load_examples
 from pipelines.method import MethodSpec
 from pipelines.parts import QUERY_LOG_DIR, read_parts
-from spex_ray.schema import QUERY_LOG_SCHEMA
+from pipelines.schema import QUERY_LOG_SCHEMA
 
 _SHOWN_ERRORS = 5
 # Seconds from `spex-ray run` to the first query: a fresh local Ray (2-core machine: ray.init,

@@ -1,5 +1,5 @@
 """Reduce one example's query values to explanation rows: the whole fit as a ``fourier`` row, then
-one row per other requested index (the data contract is in ``spex_ray/schema.py``).
+one row per other requested index (the data contract is in ``pipelines/schema.py``).
 
 ``values`` is float (L,) over the example's query ids (see ``pipelines.layout``): the design's
 values feed ``plan.fit``, the held-out ones measure the R^2 of each row's terms, the last two are
@@ -20,7 +20,7 @@ from pipelines.layout import QueryLayout
 from pipelines.method import MethodSpec
 from spex_ray.faithfulness import faithfulness
 from spex_ray.interactions import PREDICTABLE, Interactions
-from spex_ray.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
+from pipelines.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
 
 #: Indices that are per-feature values (order 1 whatever ``max_order`` is).
 VALUE_INDICES: tuple[str, ...] = ("banzhaf", "shapley")

@@ -31,7 +31,7 @@ import yaml
 
 from pipelines.parts import EXPLANATIONS_DIR, part_files
 from spex_ray._html import TOP_INTERACTIONS, asset, effect, example_view, script_json
-from spex_ray.schema import EXPLANATION_SCHEMA, STATUS_OK
+from pipelines.schema import EXPLANATION_SCHEMA, STATUS_OK
 
 DEFAULT_INDEX = "fbii"
 REPORT_FILE = "report.html"

@@ -63,11 +63,11 @@ from pipelines.parts import (
     group_by_example,
     read_parts,
 )
-from pipelines.ratelimit import attach_shared_limiter, takes_shared_limiter
+from pipelines.shared_limiter import attach_shared_limiter, takes_shared_limiter
 from pipelines.reaper import child_pids, reap_now, reap_on_exit
 from pipelines.reduce import error_rows, failed_queries_message, rows_to_batch
 from pipelines.usage import Usage
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK, TARGETS_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, STATUS_OK, TARGETS_SCHEMA
 
 logger = logging.getLogger(__name__)
 

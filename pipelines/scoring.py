@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from connectors.base import Backend, Example, Score
 from pipelines.journal import Journal
 from pipelines.layout import QueryLayout
-from spex_ray.schema import QUERY_LOG_SCHEMA
+from pipelines.schema import QUERY_LOG_SCHEMA
 
 
 class BatchScorer:

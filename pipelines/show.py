@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipelines.parts import EXPLANATIONS_DIR, read_parts
 from spex_ray.interactions import Interactions
-from spex_ray.schema import EXPLANATION_SCHEMA, STATUS_OK
+from pipelines.schema import EXPLANATION_SCHEMA, STATUS_OK
 
 DEFAULT_INDEX = "fbii"
 _PATCH = re.compile(r"r(\d+)c\d+")

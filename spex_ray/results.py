@@ -2,7 +2,7 @@
 ``Interactions`` from one row, and JSON files of one ``Interactions``.
 
 pandas and pyarrow are imported inside the functions that use them (``import spex_ray`` stays
-numpy/scipy only). The Parquet columns are described in ``spex_ray/schema.py``.
+numpy/scipy only). The Parquet columns are described in ``pipelines/schema.py``.
 """
 
 from __future__ import annotations

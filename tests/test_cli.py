@@ -20,7 +20,7 @@ from pipelines.parts import PartWriter
 from pipelines.reduce import decode, error_rows, rows_to_batch
 from pipelines.scoring import BatchScorer
 from spex_ray.methods import plan_method
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"

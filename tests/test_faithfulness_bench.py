@@ -94,7 +94,7 @@ def test_pipeline_rows_read_a_finished_job(tmp_path):
     import pyarrow as pa
 
     from benchmarks.faithfulness import pipeline_rows
-    from spex_ray.schema import EXPLANATION_SCHEMA
+    from pipelines.schema import EXPLANATION_SCHEMA
 
     row = {name: None for name in EXPLANATION_SCHEMA.names}
     row.update(example_id="r1", n_features=5, method="spex-hard", index="fourier", num_queries=1344,

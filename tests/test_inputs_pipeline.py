@@ -11,7 +11,7 @@ from pipelines.config import config_from_dict
 from pipelines.parts import read_parts
 from pipelines.plan import plan_job
 from pipelines.runner import run_job
-from spex_ray.schema import EXPLANATION_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA
 
 FAKE = {"name": "fake", "terms": [[[0], 1.0], [[1, 2], -0.5], [[3], 0.3]], "constant": 0.2}
 GOOD = ["a fine and lovely film indeed", "dull slow and far too long", "the cast shines in every scene"]

@@ -25,7 +25,7 @@ from pipelines.method import MethodSpec
 from pipelines.parts import QUERY_LOG_DIR, PartWriter, read_parts
 from pipelines.scoring import BatchScorer
 from pipelines.watchdog import processes
-from spex_ray.schema import QUERY_LOG_SCHEMA
+from pipelines.schema import QUERY_LOG_SCHEMA
 
 EXAMPLE = Example.from_text("ex", "one two three four five six seven eight")
 LAYOUT = MethodSpec(method="spex-hard", budget=None, b=3, t=2, seed=0, max_order=2, refit="ls", holdout=10,

@@ -25,7 +25,7 @@ from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.method import MethodSpec  # noqa: E402
 from pipelines.parts import read_parts  # noqa: E402
 from pipelines.watchdog import processes  # noqa: E402
-from spex_ray.schema import QUERY_LOG_SCHEMA  # noqa: E402
+from pipelines.schema import QUERY_LOG_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUZZLES = ROOT / "configs" / "puzzles-gpt4o-mini.yaml"

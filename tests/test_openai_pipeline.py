@@ -24,7 +24,7 @@ from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.method import MethodSpec  # noqa: E402
 from pipelines.parts import read_parts  # noqa: E402
 from pipelines.runner import BATCH_STATE_DIR, run_job  # noqa: E402
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA  # noqa: E402
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUZZLES = ROOT / "configs" / "puzzles-gpt4o-mini.yaml"

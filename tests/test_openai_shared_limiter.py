@@ -15,7 +15,7 @@ from test_openai_window import FAULTS, MARGIN_S, RPM, TPM, WINDOW_S, assert_wind
 
 from connectors import Example, build_backend  # noqa: E402
 from connectors.openai_backend import OpenAIBackend  # noqa: E402
-from pipelines.ratelimit import (  # noqa: E402
+from pipelines.shared_limiter import (  # noqa: E402
     SharedLimiter,
     attach_shared_limiter,
     logged_cost_usd,

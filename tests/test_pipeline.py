@@ -19,7 +19,7 @@ from pipelines.config import load_config
 from pipelines import runner
 from pipelines.parts import read_parts
 from pipelines.runner import JobMismatchError, run_job
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"

@@ -18,7 +18,7 @@ from pipelines.parts import PartWriter, compact_parts, group_by_example, part_fi
 from pipelines.plan import plan_job
 from pipelines.reduce import decode, error_rows, rows_to_batch
 from pipelines.scoring import BatchScorer
-from spex_ray.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
 
 EXAMPLE = Example.from_text("ex", "one two three four five six seven eight")
 TERMS = [[[0], 1.0], [[1, 2], -0.5], [[5], 0.25]]

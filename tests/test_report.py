@@ -21,7 +21,7 @@ from pipelines.reduce import decode, error_rows, rows_to_batch
 from pipelines.report import gaps, read_rows, recurring, report, views
 from spex_ray import Interactions
 from spex_ray._html import terms_view
-from spex_ray.schema import EXPLANATION_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA
 
 needs_chromium = pytest.mark.skipif(
     chromium_path() is None, reason="needs Debian's chromium for a real browser (apt-get install -y chromium)")

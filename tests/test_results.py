@@ -26,7 +26,7 @@ from pipelines.runner import run_job
 from spex_ray import Interactions, faithfulness
 from spex_ray.interactions import INDICES, PREDICTABLE
 from spex_ray.results import FRAME_COLUMNS
-from spex_ray.schema import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_VERSION, QUERY_LOG_SCHEMA
+from pipelines.schema import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_VERSION, QUERY_LOG_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"

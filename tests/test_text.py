@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.text import Renderer, featurize, render
+from spex_ray.text import Renderer, featurize, render
 
 TEXT = "  Not good.  But the cast is VERY fun!\n\nWorth it? Yes... 3.5 stars\n"
 

@@ -22,7 +22,7 @@ from pipelines.config import load_config  # noqa: E402
 from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.parts import PartWriter, read_parts  # noqa: E402
 from pipelines.runner import run_job  # noqa: E402
-from spex_ray.schema import EXPLANATION_SCHEMA, TARGETS_SCHEMA  # noqa: E402
+from pipelines.schema import EXPLANATION_SCHEMA, TARGETS_SCHEMA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOTPOTQA = ROOT / "configs" / "hotpotqa-vllm.yaml"

@@ -191,7 +191,7 @@ def _job_overrides(model_dir, output, **ray_options) -> list[str]:
 
 def _query_log(output: Path) -> list[dict]:
     from pipelines.parts import read_parts
-    from spex_ray.schema import QUERY_LOG_SCHEMA
+    from pipelines.schema import QUERY_LOG_SCHEMA
 
     return read_parts(output / "querylog", QUERY_LOG_SCHEMA).to_pylist()
 
@@ -210,7 +210,7 @@ def test_a_job_on_a_vllm_config_is_killed_then_resumes_without_scoring_again(clu
     from pipelines.config import load_config
     from pipelines.parts import read_parts
     from pipelines.runner import run_job
-    from spex_ray.schema import EXPLANATION_SCHEMA, TARGETS_SCHEMA
+    from pipelines.schema import EXPLANATION_SCHEMA, TARGETS_SCHEMA
 
     output = tmp_path / "out"
     overrides = _job_overrides(model_dir, output)
@@ -259,7 +259,7 @@ def test_two_replicas_are_two_actors_that_score_alike(cluster, model_dir, tmp_pa
     from pipelines.inputs import load_examples
     from pipelines.parts import read_parts
     from pipelines.runner import run_job
-    from spex_ray.schema import EXPLANATION_SCHEMA
+    from pipelines.schema import EXPLANATION_SCHEMA
 
     _wait_for_free_cpus()
     config = load_config(HOTPOTQA, _job_overrides(model_dir, tmp_path / "out", num_actors=2))
