@@ -86,8 +86,8 @@ class ClassifierBackend(Backend):
         """Bad option values, the label checked against the model's ``config.json`` (no model loaded)."""
         problems = []
         model = options.get("model")
-        if not isinstance(model, str) or not Path(model).is_dir():
-            problems.append(f"'backend.model' must be a local model directory, got {model!r}")
+        if not isinstance(model, str) or not model.strip():  # the folder may be on the GPU nodes only
+            problems.append(f"'backend.model' must name a local model directory, got {model!r}")
         value = options.get("value", "logit")
         if value not in VALUES:
             problems.append(f"'backend.value' must be one of {', '.join(VALUES)}; got {value!r}")

@@ -32,7 +32,6 @@ import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -242,12 +241,13 @@ class LogprobBackend(Backend):
 
     @classmethod
     def check_values(cls, options: Mapping[str, Any]) -> list[str]:
-        """The checks that need no model: a local ``model`` directory, a known ``value``, labels
+        """The checks that need no model: a ``model`` directory named (it is looked for where the
+        model loads: a cluster's GPU nodes may hold it, the driver not), a known ``value``, labels
         only with label log-odds, a positive ``max_new_tokens``, a known masking ``strategy``."""
         problems = []
         model = options.get("model")
-        if not isinstance(model, str) or not Path(model).expanduser().is_dir():
-            problems.append(f"'model' must be a local model directory (nothing is downloaded), got {model!r}")
+        if not isinstance(model, str) or not model.strip():  # the folder itself may be on the GPU nodes only
+            problems.append(f"'model' must name a local model directory (nothing is downloaded), got {model!r}")
         value = options.get("value", "answer_logprob")
         if value not in VALUES:
             problems.append(f"'value' must be one of {', '.join(VALUES)}, got {value!r}")

@@ -206,7 +206,8 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config: cannot parse the value of {key!r}: {err}") from None
+        reason = "the value is not valid YAML" if _is_secret(parts[-1]) else err  # never echo a secret
+        raise ConfigError(f"config: cannot parse the value of {key!r}: {reason}") from None
 
 
 def config_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> JobConfig:
@@ -456,6 +457,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             values[name] = _convert(hints[name], data[name], key, problems)
         except ConfigError as err:
             problems.append(str(err))
+            complete = complete and not (spec.default is dataclasses.MISSING
+                                         and spec.default_factory is dataclasses.MISSING)
             continue
         if values[name] is None and data[name] is not None:  # a section that could not be built
             del values[name]

@@ -149,7 +149,8 @@ def fold_journals(output: Path, run_id: str, own: bool = False) -> FoldReport:
         new = [key for key in contents.rows if key not in known]
         if new:
             table = contents.table(new)
-            writer = PartWriter(Path(output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, f"{run_id}-journal")
+            # a fold of its own name: a run may fold twice (at start, and at its end after an actor death)
+            writer = PartWriter(Path(output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, f"{run_id}-journal-{uuid.uuid4().hex[:8]}")
             for batch in table.to_batches():
                 writer.append(batch)
             writer.flush()

@@ -297,7 +297,7 @@ class _Job:
             num_gpus=default_gpus(name, spec) if gpus is None else gpus,
             max_restarts=self.config.ray.max_restarts,
             max_attempts=self.config.ray.max_attempts,
-            journal=None if self.limiter is None else (self.output / JOURNAL_DIR, self.run_id),
+            journal=None if self.limiter is None else ((self.output / JOURNAL_DIR).resolve(), self.run_id),
         )
         try:
             infos = pool.start()
@@ -504,6 +504,8 @@ class _Job:
         rows = result.rows
         if rows is None:
             rows = _failed_rows(batch, result.error)
+            if batch.recovered is not None:
+                self.usage.add(batch.recovered.column("raw"))
         else:
             self.summary.queries_sent += rows.num_rows
             self.usage.add(rows.column("raw"))
@@ -621,17 +623,23 @@ def _finish_summary(summary: JobSummary, output: Path) -> None:
 
 
 def _failed_rows(batch: Batch, error: str | None) -> pa.RecordBatch:
-    """Query-log rows recording that a batch could not be scored."""
-    rows = batch.stop - batch.start
-    return pa.RecordBatch.from_pydict(
+    """Query-log rows recording that a batch could not be scored; the answers its dead replicas
+    journaled (paid for) are kept as they are."""
+    recovered = batch.recovered
+    known = set() if recovered is None else set(recovered.column("query_id").to_pylist())
+    ids = np.array([q for q in range(batch.start, batch.stop) if q not in known], dtype=np.int64)
+    failed = pa.RecordBatch.from_pydict(
         {
-            "example_id": [batch.example_id] * rows,
-            "query_id": np.arange(batch.start, batch.stop, dtype=np.int64),
-            "value": [None] * rows,
-            "raw": [None] * rows,
-            "error": [error] * rows,
-            "attempts": np.full(rows, batch.failures, dtype=np.int32),
-            "latency_ms": [None] * rows,
+            "example_id": [batch.example_id] * ids.size,
+            "query_id": ids,
+            "value": [None] * ids.size,
+            "raw": [None] * ids.size,
+            "error": [error] * ids.size,
+            "attempts": np.full(ids.size, batch.failures, dtype=np.int32),
+            "latency_ms": [None] * ids.size,
         },
         schema=QUERY_LOG_SCHEMA,
     )
+    if recovered is None:
+        return failed
+    return pa.Table.from_batches([recovered.cast(QUERY_LOG_SCHEMA), failed]).combine_chunks().to_batches()[0]

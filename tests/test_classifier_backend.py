@@ -87,6 +87,7 @@ def test_bad_options_fail_when_the_config_loads_naming_the_labels(model_dir, tmp
     assert "'backend.value' must be one of logit, logprob" in message and "'backend.batch_size'" in message
     with pytest.raises(ConfigError, match="missing required key 'backend.label'"):
         load(model=str(model_dir))
-    with pytest.raises(ConfigError, match="local model directory"):
-        load(model=str(tmp_path / "nowhere"), label=1)
+    with pytest.raises(ConfigError, match="must name a local model directory"):
+        load(model="", label=1)
+    load(model=str(tmp_path / "on-gpu-nodes-only"), label=1)  # looked for where the model loads
     assert backend_class("transformers-classifier").name == "transformers-classifier"

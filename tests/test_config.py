@@ -226,10 +226,27 @@ def test_backend_option_values_are_checked_at_load():
         load_config(PUZZLES, ["backend.rpm=-1"])
 
 
-def test_an_open_model_backend_needs_an_existing_model_folder_at_load(tmp_path, minimal):
-    config = {**minimal, "backend": {"name": "transformers", "model": str(tmp_path / "absent")}}
-    with pytest.raises(ConfigError, match="'model' must be a local model directory"):
+def test_an_open_model_backend_needs_a_model_folder_named_at_load(tmp_path, minimal):
+    config = {**minimal, "backend": {"name": "transformers", "model": "  ", "value": "logits"}}
+    with pytest.raises(ConfigError) as caught:
         load_config(_write(tmp_path, config))
+    assert "'model' must name a local model directory" in str(caught.value)
+    assert "'value' must be one of answer_logprob, label_log_odds" in str(caught.value)
+    # the folder itself is looked for where the model loads (a cluster's GPU nodes may hold it)
+    load_config(_write(tmp_path, {**minimal, "backend": {"name": "transformers", "model": "/models/on-gpu-nodes"}}))
+
+
+def test_a_badly_typed_required_section_is_a_config_error(tmp_path, minimal):
+    with pytest.raises(ConfigError, match="'backend' must be a mapping"):
+        load_config(_write(tmp_path, {**minimal, "backend": "vader"}))
+    with pytest.raises(ConfigError, match="'input.path' must be a string"):
+        load_config(_write(tmp_path, {**minimal, "input": {"path": 5}}))
+
+
+def test_a_secret_value_is_never_echoed_by_an_override_error(tmp_path, minimal):
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, minimal), ["backend.api_key=sk-abc: [unclosed"])
+    assert "sk-abc" not in str(caught.value)
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -108,6 +108,16 @@ def test_fold_adds_the_missing_rows_once_records_lost_requests_and_removes_the_j
     assert summarize_recovery(again, [{"deaths": 0}]) is None
 
 
+def test_two_folds_in_one_run_keep_both_parts(tmp_path):
+    """A run folds at its start (a killed run's journal) and again at its end (a dead actor's)."""
+    Journal(tmp_path / JOURNAL_DIR, "killed").rows(rows("ex", [0, 1]))
+    fold_journals(tmp_path, "this-run")
+    Journal(tmp_path / JOURNAL_DIR, "this-run").rows(rows("ex", [2]))
+    fold_journals(tmp_path, "this-run", own=True)
+    log = read_parts(tmp_path / QUERY_LOG_DIR, QUERY_LOG_SCHEMA)
+    assert sorted(log.column("query_id").to_pylist()) == [0, 1, 2]
+
+
 def test_a_finished_run_removes_its_journals_folding_them_when_an_actor_died(tmp_path):
     journal = Journal(tmp_path / JOURNAL_DIR, "run")
     journal.sent("ex", 0, 0.02)  # in flight when the actor died; sent again by another one
@@ -175,3 +185,14 @@ time.sleep(60)
         time.sleep(0.1)
     assert other in processes(), "the watchdog killed a child that was there before"
     os.kill(other, 9)
+
+
+def test_a_batch_given_up_keeps_the_answers_its_dead_replicas_journaled():
+    from pipelines.actors import Batch
+    from pipelines.runner import _failed_rows
+
+    batch = Batch("ex", 0, 5, None, failures=3, recovered=rows("ex", [1, 3]))
+    logged = _failed_rows(batch, "scorer actor died 3 times")
+    by_id = dict(zip(logged.column("query_id").to_pylist(), logged.column("error").to_pylist()))
+    assert sorted(by_id) == [0, 1, 2, 3, 4]
+    assert by_id[1] is None and by_id[3] is None and by_id[0] == "scorer actor died 3 times"
