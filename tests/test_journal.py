@@ -129,6 +129,17 @@ def test_a_finished_run_removes_its_journals_folding_them_when_an_actor_died(tmp
     assert not journal.path.exists() and fold_journals(tmp_path, "next").ledger_usd == pytest.approx(0.02)
 
 
+def test_two_folds_in_one_run_keep_both_parts(tmp_path):
+    """A resumed run folds a killed run's journal at its start, and its own at its end when an
+    actor died: the second part must not replace the first."""
+    Journal(tmp_path / JOURNAL_DIR, "killed").rows(rows("ex", [0, 1]))
+    assert fold_journals(tmp_path, "resumed").recovered == 2
+    Journal(tmp_path / JOURNAL_DIR, "resumed").rows(rows("ex", [2]))  # rows of a batch given up after deaths
+    close_run(tmp_path, "resumed", [{"deaths": 3}])
+    log = read_parts(tmp_path / QUERY_LOG_DIR, QUERY_LOG_SCHEMA)
+    assert sorted(log.column("query_id").to_pylist()) == [0, 1, 2]
+
+
 def test_a_streaming_backend_journals_each_answer_at_once_and_a_failed_call_keeps_them(tmp_path):
     journal = Journal(tmp_path, "run")
     backend = Streaming(journal.path, fail=True)
