@@ -160,10 +160,21 @@ def _with_data(raw: dict[str, Any], base_dir: Path | None, table: pa.Table) -> J
             job.input.path = str(staged)
             recorded = output / JOB_FILE
             if not recorded.exists() or json.loads(recorded.read_text()).get("config_hash") == job.result_hash():
+                if recorded.exists() and staged.exists():
+                    _check_extends(pq.read_table(staged), table, output)
                 fresh.replace(staged)
         finally:
             fresh.unlink(missing_ok=True)
     return job
+
+
+def _check_extends(old: pa.Table, new: pa.Table, output: Path) -> None:
+    """ValueError unless ``new`` is the data ``output`` was explained from (``old``), possibly with
+    rows added after it: rows that changed would mix two datasets' explanations under one id."""
+    same = new.num_rows >= old.num_rows and new.column_names == old.column_names
+    if not same or not new.slice(0, old.num_rows).cast(old.schema, safe=False).equals(old):
+        raise ValueError(f"{output} holds explanations of other data (its {DATA_FILE} is not the start of the "
+                         "data given); results would be mixed. Use another output, or delete the folder to start over.")
 
 
 def _check_fields(job: JobConfig, columns: list[str]) -> None:

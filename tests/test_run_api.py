@@ -58,6 +58,10 @@ def test_records_run_with_a_backend_by_path_and_a_rerun_with_more_rows_resumes(t
     with pytest.raises(JobMismatchError, match="changed: b"):  # another job's folder keeps its data
         spex_ray.run(JOB, data=RECORDS[:1], output=str(out), b=2)
     assert pq.read_table(out / "input.parquet").num_rows == 3
+    changed = [{"id": "a", "text": "the film is good"}, *RECORDS[1:]]
+    with pytest.raises(ValueError, match="holds explanations of other data"):  # same ids, other texts
+        spex_ray.run(JOB, data=changed, output=str(out))
+    assert pq.read_table(out / "input.parquet").column("text").to_pylist()[0] == RECORDS[0]["text"]
 
 
 def test_a_yaml_path_with_keyword_overrides(tmp_path):
