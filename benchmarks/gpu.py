@@ -1,7 +1,7 @@
 """The GPU figures of BENCHMARKS.md in one command, on a random model of realistic size (nothing downloaded).
 
     bash benchmarks/gpu.sh                          # = python benchmarks/gpu.py: Llama-3.2-1B's shape, ~6 min
-    python benchmarks/gpu.py --preset llama-8b      # Llama-3.1-8B's shape (its estimate says whether 8 min suffice)
+    python benchmarks/gpu.py --preset llama-8b      # Llama-3.1-8B's shape (~9 min by its estimate: three engine starts)
     python benchmarks/gpu.py --dry-run              # CPU: a tiny model, every step, the same table (the tests run it)
 
 Needs torch with CUDA, transformers, and vllm for the vLLM rows (``pip install -e '.[hf,vllm]'``;
@@ -141,15 +141,14 @@ def vllm_args(args, queries: int):
     from pipelines.method import MethodSpec
 
     examples = tiny_qa_examples(6)
-    choice = None
+    options = []
     for b in (2, 3, 4, 5, 6):
         spec = MethodSpec(method="spex-hard", budget=None, b=b, t=5, seed=0, max_order=2, refit="ls",
                           holdout=args.holdout, indices=("fbii",))
         for count in range(1, len(examples) + 1):
-            total = sum(spec.layout(e.n).num_queries for e in examples[:count])
-            if choice is None or abs(np.log(total / queries)) < abs(np.log(choice[2] / queries)):
-                choice = (b, count, total)
-    b, count, total = choice
+            options.append((sum(spec.layout(e.n).num_queries for e in examples[:count]), b, count))
+    fitting = [option for option in options if option[0] <= queries]
+    total, b, count = max(fitting) if fitting else min(options)  # the largest job within the time, else the smallest
     options = ["--profile", "--examples", str(count), "--b", str(b), "--holdout", str(args.holdout), "--repeat", "1",
                "--preamble-tokens", str(args.preamble_tokens), "--max-model-len", str(args.max_model_len),
                "--batch-size", str(args.vllm_batch_size), "--dtype", args.dtype, "--value", args.value]
@@ -169,7 +168,23 @@ def estimate(args, parameters: int, matmul: float, tokens_per_query: float, hf_q
     return steps
 
 
-def main(argv: list[str] | None = None) -> None:
+def plan(args, parameters: int, matmul: float, spent: float, with_vllm: bool) -> tuple[int, object, int, dict]:
+    """Query counts for the steps left after ``spent`` seconds: (transformers queries, bench_vllm's
+    options, vLLM queries, estimated seconds per step). The time left goes a third to the
+    transformers backend, two thirds to vLLM's engine starts and four timed passes."""
+    tokens = args.preamble_tokens + 150  # the tiny_qa prompts with the test tokenizer
+    per_query = 2 * parameters * tokens / (ASSUMED_MFU * matmul)
+    left = args.budget_s - spent
+    vllm_fixed = (3 * ENGINE_START_S[args.device] + FIXED_S) if with_vllm else 0.0
+    cap = 128 if args.dry_run else 4096  # on a CPU the small model's overheads, not FLOPs, set the time
+    hf_queries = int(max(64, min(cap, (left - vllm_fixed) / 3 / per_query)))
+    vllm_queries = int(max(64, min(4 * cap, (left - vllm_fixed) * 2 / 3 / 4 / per_query)))
+    options, vllm_queries = vllm_args(args, vllm_queries) if with_vllm else (None, 0)
+    return hf_queries, options, vllm_queries, estimate(args, parameters, matmul, tokens, hf_queries, vllm_queries,
+                                                       with_vllm)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="llama-1b")
     parser.add_argument("--dry-run", action="store_true", help="CPU, the tiny preset, a few queries: checks every step")
@@ -184,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.md"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     began = time.perf_counter()
     import torch
@@ -214,17 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         matmul = matmul_flops(torch.device(args.device), getattr(torch, args.dtype), args.matmul_size, 5)
         timings["matmul"] = time.perf_counter() - start
 
-        tokens = args.preamble_tokens + 150  # the tiny_qa prompts with this tokenizer
         spent = time.perf_counter() - began
-        per_query = 2 * parameters * tokens / (ASSUMED_MFU * matmul)
-        # the time left, shared: a third to transformers, two thirds to vLLM's four timed passes and starts
-        left = args.budget_s - spent
-        vllm_fixed = (3 * ENGINE_START_S[args.device] + FIXED_S) if vllm_version else 0.0
-        cap = 128 if args.dry_run else 4096  # on a CPU the small model's overheads, not FLOPs, set the time
-        hf_queries = int(max(64, min(cap, (left - vllm_fixed) / 3 / per_query)))
-        vllm_queries = int(max(64, min(4 * cap, (left - vllm_fixed) * 2 / 3 / 4 / per_query)))
-        options, vllm_queries = vllm_args(args, vllm_queries) if vllm_version else (None, 0)
-        planned = estimate(args, parameters, matmul, tokens, hf_queries, vllm_queries, bool(vllm_version))
+        hf_queries, options, vllm_queries, planned = plan(args, parameters, matmul, spent, bool(vllm_version))
         total_estimate = spent + sum(planned.values())
         print(f"gpu.py: {args.preset} ({parameters / 1e9:.2f} B parameters) built in {timings['model built and saved']:.0f} s; "
               f"matmul {matmul / 1e12:.1f} TFLOP/s; plan: transformers {hf_queries} queries (~{planned['transformers']:.0f} s)"
