@@ -7,8 +7,6 @@ the ``hf`` extra (torch, transformers).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from connectors.base import Backend, Example, Score, example_renderer
+from connectors.transformers_backend import model_identity
 from spex_ray.text import STRATEGIES, Strategy
 
 VALUES: tuple[str, ...] = ("logit", "logprob")
@@ -112,22 +111,9 @@ class ClassifierBackend(Backend):
         return problems
 
     def identity(self) -> dict:
-        config_file = Path(self.model_path) / "config.json"
-        return {
-            "backend": self.name,
-            "model": self.model_path,
-            "model_type": getattr(self.model.config, "model_type", None),
-            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
-            "label": self.label_name,
-            "label_index": self.label_index,
-            "value": self.value,
-            "device": str(self.device),
-            "dtype": self.dtype,
-            "strategy": self.strategy,
-            "mask_token": self.mask_token,
-            "torch": importlib.metadata.version("torch"),
-            "transformers": importlib.metadata.version("transformers"),
-        }
+        return {**model_identity(self.name, self.model_path, self.model, self.device, self.dtype),
+                "label": self.label_name, "label_index": self.label_index, "value": self.value,
+                "strategy": self.strategy, "mask_token": self.mask_token}
 
     def score(self, example: Example, keep: np.ndarray) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept."""

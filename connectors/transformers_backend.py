@@ -11,6 +11,7 @@ import importlib.metadata
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,19 +106,8 @@ class TransformersBackend(LogprobBackend):
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
     def identity(self) -> dict:
-        config_file = Path(self.model_path) / "config.json"
-        return {
-            "backend": self.name,
-            "model": self.model_path,
-            "model_type": getattr(self.model.config, "model_type", None),
-            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
-            "parameters": self.parameters,
-            "device": str(self.device),
-            "dtype": self.dtype,
-            "torch": importlib.metadata.version("torch"),
-            "transformers": importlib.metadata.version("transformers"),
-            **self.settings(),
-        }
+        return {**model_identity(self.name, self.model_path, self.model, self.device, self.dtype),
+                "parameters": self.parameters, **self.settings()}
 
     def close(self) -> None:
         self.model = None
@@ -183,3 +173,19 @@ class TransformersBackend(LogprobBackend):
                 pad_token_id=self._pad_id,
             )
         return output[0, inputs.shape[1] :].tolist()
+
+
+def model_identity(backend: str, model_path: str, model: Any, device: Any, dtype: str) -> dict:
+    """What identifies a transformers model in the Parquet metadata: the backend, the model folder,
+    its type and ``config.json`` hash, the device, dtype, and the torch/transformers versions."""
+    config_file = Path(model_path) / "config.json"
+    return {
+        "backend": backend,
+        "model": model_path,
+        "model_type": getattr(model.config, "model_type", None),
+        "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
+        "device": str(device),
+        "dtype": dtype,
+        "torch": importlib.metadata.version("torch"),
+        "transformers": importlib.metadata.version("transformers"),
+    }
