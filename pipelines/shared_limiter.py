@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -109,27 +108,14 @@ def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
                          max_cost_usd: float | None = None, spent_usd: float = 0.0, **window: float) -> SharedLimiter:
     """Start the limiter actor (no CPU reserved, restarted if its process dies) and return its client.
 
-    ``spent_usd``: dollars already spent by earlier runs of the job (``logged_cost_usd``), so that
+    ``spent_usd``: dollars already spent by earlier runs of the job (the query log's, see
+    ``pipelines.usage.Usage``), so that
     ``max_cost_usd`` caps the whole job, not each run. A restarted actor starts again from it.
     ``window``: ``window_s``/``margin_s`` of ``RateLimiter`` (tests shrink the minute).
     """
     actor = ray.remote(_LimiterActor).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
     handle = actor.remote(rpm, tpm, max_cost_usd, spent_usd, window)
     return SharedLimiter(handle, ray.get(handle.margin_s.remote()))
-
-
-def logged_cost_usd(raws: Iterable[str | None]) -> float:
-    """Dollars recorded in query-log ``raw`` JSON texts (their ``cost_usd``; rows without one count 0)."""
-    total = 0.0
-    for raw in raws:
-        if raw:
-            try:
-                cost = json.loads(raw).get("cost_usd")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(cost, (int, float)):
-                total += cost
-    return total
 
 
 def takes_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> bool:

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import ray
 
@@ -15,10 +16,10 @@ from test_openai_window import FAULTS, MARGIN_S, RPM, TPM, WINDOW_S, assert_wind
 
 from connectors import Example, build_backend  # noqa: E402
 from connectors.openai_backend import OpenAIBackend  # noqa: E402
+from pipelines.usage import Usage  # noqa: E402
 from pipelines.shared_limiter import (  # noqa: E402
     SharedLimiter,
     attach_shared_limiter,
-    logged_cost_usd,
     start_shared_limiter,
 )
 
@@ -128,7 +129,9 @@ def test_backends_without_a_limiter_option_are_left_alone():
 def test_a_resumed_job_starts_with_what_earlier_runs_spent():
     raws = [json.dumps({"cost_usd": 0.25}), None, "", json.dumps({"cost_usd": 0.5, "not_sent": False}), "{not json",
             json.dumps({"error": "x"})]
-    assert logged_cost_usd(raws) == 0.75
+    usage = Usage()
+    usage.add(pa.array(raws, pa.string()))
+    assert usage.cost_usd == 0.75
     _, limiter = attach_shared_limiter(OpenAIBackend, {"name": "openai", "max_cost_usd": 1.0}, spent_usd=0.75)
     stats = limiter.stats()
     assert stats["spent_usd"] == 0.75 and not stats["cost_cap_reached"]
