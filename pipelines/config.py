@@ -26,7 +26,7 @@ from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
 from spex_ray.design import MAX_B
-from spex_ray.methods import METHODS, TREE_LIBRARIES
+from spex_ray.methods import DEFAULT_METHOD, METHODS, TREE_LIBRARIES
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
@@ -122,7 +122,7 @@ class JobConfig:
     backend: dict[str, Any]
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
-    method: str = "spex-hybrid"
+    method: str = DEFAULT_METHOD
     budget: int | None = None
     b: int | None = None
     t: int = 5

@@ -9,6 +9,9 @@ x = (M_c·l + D_r) mod 2, with query id ``q = (l·groups + c)·(p + 1) + r`` (l-
 subsampling matrices are drawn once for every b from the seed, so the design at b is exactly the
 first ``num_queries(b)`` queries of the design at any larger b (nested sampling: raising the budget
 only adds queries).
+
+``FilledDesign`` spends a whole budget: a SPEX design, then uniform masks up to the budget (SPEX's
+sizes grow 4× with b, so a SPEX design alone leaves up to three quarters of a budget unused).
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from spex_ray.bch import bch_code, bch_dimensions
 MAX_B = 20
 #: Smallest b that ``SpexDesign.for_budget`` will choose.
 MIN_B = 3
+#: Smallest b of the SPEX part of ``design_for_budget``: at b = 3 (8 bins per group) peeling
+#: resolves a handful of terms, and on reviews scored by VADER as many uniform masks predicted better
+#: (median held-out R² 0.79 against 0.72 with spex-hybrid at 1,000 queries).
+MIN_FILLED_B = 4
+#: ``UniformDesign`` stream of the masks that fill a budget after a SPEX design (the pipeline's
+#: held-out masks are stream 1, uniform-mask methods' stream 0).
+FILL_STREAM = 2
 _UNIFORM_BLOCK = 4096
 
 
@@ -30,6 +40,16 @@ def spex_num_queries(n: int, b: int, t: int = 5, groups: int = 3) -> int:
     """groups·(p + 1)·2^b, the number of queries of ``SpexDesign(n, b, t, groups)``."""
     _, _, p = bch_dimensions(n, t)
     return groups * (p + 1) * (1 << b)
+
+
+def largest_b(n: int, budget: int, t: int, groups: int, min_b: int) -> int | None:
+    """The largest b ≥ ``min_b`` whose SPEX design fits ``budget`` queries, or None."""
+    if spex_num_queries(n, min_b, t, groups) > budget:
+        return None
+    b = min_b
+    while b < MAX_B and spex_num_queries(n, b + 1, t, groups) <= budget:
+        b += 1
+    return b
 
 
 class SpexDesign:
@@ -59,12 +79,9 @@ class SpexDesign:
     def for_budget(cls, n: int, budget: int, t: int = 5, groups: int = 3, seed: int = 0) -> "SpexDesign":
         """The design with the largest b (≥ MIN_B) whose queries fit ``budget``; lowers t if needed."""
         for t_try in range(t, 0, -1):
-            b = MIN_B
-            if spex_num_queries(n, b, t_try, groups) > budget:
-                continue
-            while b < MAX_B and spex_num_queries(n, b + 1, t_try, groups) <= budget:
-                b += 1
-            return cls(n, b, t_try, groups, seed)
+            b = largest_b(n, budget, t_try, groups, MIN_B)
+            if b is not None:
+                return cls(n, b, t_try, groups, seed)
         minimum = spex_num_queries(n, MIN_B, 1, groups)
         raise ValueError(
             f"budget of {budget} queries is below the minimum SPEX design for n={n} "
@@ -139,15 +156,63 @@ class UniformDesign:
         return np.packbits(self.masks(start, stop), axis=1)
 
 
-def design_from_params(params: dict[str, Any]) -> SpexDesign | UniformDesign:
+class FilledDesign:
+    """``spex``'s queries, then ``fill`` uniform masks (``UniformDesign`` stream ``FILL_STREAM``).
+
+    Query ids ``[0, spex.num_queries)`` are the SPEX design's, the next ``fill`` the uniform masks;
+    both parts nest (a larger b or fill only appends queries to each). Attributes: ``spex``,
+    ``fill``, ``n``, ``seed``, ``num_queries = spex.num_queries + fill``.
+    """
+
+    def __init__(self, spex: SpexDesign, fill: int):
+        if fill < 1:
+            raise ValueError(f"fill must be ≥ 1 uniform mask, got {fill} (use the SpexDesign itself)")
+        self.spex, self.fill = spex, fill
+        self.n, self.seed = spex.n, spex.seed
+        self.num_queries = spex.num_queries + fill
+        self._uniform = UniformDesign(spex.n, fill, spex.seed, FILL_STREAM)
+
+    def params(self) -> dict[str, Any]:
+        return {**self.spex.params(), "kind": "spex+uniform", "fill": self.fill}
+
+    def masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """bool (stop - start, n) (True = kept)."""
+        start, stop = _check_range(start, stop, self.num_queries)
+        coded = self.spex.num_queries
+        parts = [self.spex.masks(min(start, coded), min(stop, coded)),
+                 self._uniform.masks(max(start, coded) - coded, max(stop, coded) - coded)]
+        return np.concatenate(parts)
+
+    def packed_masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """uint8 (rows, ceil(n/8)): ``np.packbits(masks(start, stop), axis=1)``."""
+        return np.packbits(self.masks(start, stop), axis=1)
+
+
+Design = SpexDesign | UniformDesign | FilledDesign
+
+
+def design_for_budget(n: int, budget: int, t: int = 5, groups: int = 3, seed: int = 0) -> Design:
+    """Exactly ``budget`` queries: the largest SPEX design at b ≥ ``MIN_FILLED_B`` (this t) that
+    fits, then uniform masks up to the budget (``FilledDesign``); uniform masks alone
+    (``UniformDesign`` stream ``FILL_STREAM``) when no such SPEX design fits."""
+    b = largest_b(n, budget, t, groups, MIN_FILLED_B)
+    if b is None:
+        return UniformDesign(n, budget, seed, FILL_STREAM)
+    spex = SpexDesign(n, b, t, groups, seed)
+    return spex if spex.num_queries == budget else FilledDesign(spex, budget - spex.num_queries)
+
+
+def design_from_params(params: dict[str, Any]) -> Design:
     """Rebuild a design from its ``params()``."""
     kind = params.get("kind")
-    rest = {k: v for k, v in params.items() if k != "kind"}
+    rest = {k: v for k, v in params.items() if k not in ("kind", "fill")}
     if kind == "spex":
         return SpexDesign(**rest)
+    if kind == "spex+uniform":
+        return FilledDesign(SpexDesign(**rest), params["fill"])
     if kind == "uniform":
         return UniformDesign(**rest)
-    raise ValueError(f"unknown design kind {kind!r} (expected 'spex' or 'uniform')")
+    raise ValueError(f"unknown design kind {kind!r} (expected 'spex', 'spex+uniform' or 'uniform')")
 
 
 def _check_range(start: int, stop: int | None, total: int) -> tuple[int, int]:

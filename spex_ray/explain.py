@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from spex_ray.interactions import Interactions
-from spex_ray.methods import plan_method
+from spex_ray.methods import DEFAULT_METHOD, plan_method
 
 ValueFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -17,7 +17,7 @@ def explain(
     n: int,
     *,
     budget: int | None = None,
-    method: str = "spex",
+    method: str = DEFAULT_METHOD,
     index: str = "fourier",
     order: int | None = None,
     feature_names: Sequence[str] | None = None,
@@ -28,8 +28,9 @@ def explain(
     """Explain ``value_fn`` over ``n`` features and return its interactions in ``index``.
 
     ``value_fn`` maps bool masks (B, n) — True = feature kept — to float values (B,); it is called
-    on batches of at most ``batch_size`` masks. ``budget`` caps the number of queries (see
-    ``plan_method`` for the other ``options``: b, t, groups, seed, max_order, refit).
+    on batches of at most ``batch_size`` masks. ``budget`` is the number of queries: the default
+    method (spex-hybrid) spends all of it, SPEX-only methods the largest SPEX design within it (see
+    ``plan_method`` for the other ``options``: b, t, groups, seed, max_order, refit, trees).
 
     A batch's values may be any array-like of B real numbers (shape (B,), or (B, 1)); anything
     else raises at once, naming what was expected and what came back: TypeError for values that

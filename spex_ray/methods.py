@@ -9,16 +9,20 @@ masks and equal results, which is what the pipeline's resume and caching rely on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import typing
 from typing import Any, Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from spex_ray.design import SpexDesign, UniformDesign, spex_num_queries
+from spex_ray.design import FilledDesign, SpexDesign, UniformDesign, design_for_budget, spex_num_queries
 from spex_ray.interactions import Interactions
 from spex_ray.peeling import check_values, decode
 
-MethodName = Literal["spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf"]
-METHODS: tuple[str, ...] = ("spex", "spex-hard", "spex-soft", "spex-hybrid", "proxyspex", "lasso", "faith-banzhaf")
+MethodName = Literal["spex-hybrid", "spex-hard", "spex-soft", "proxyspex", "lasso", "faith-banzhaf"]
+METHODS: tuple[str, ...] = typing.get_args(MethodName)
+#: The default of ``explain``, ``plan_method`` and the job config: the most faithful per query in BENCHMARKS.md.
+DEFAULT_METHOD = "spex-hybrid"
 #: Tree libraries of spex-hybrid and proxyspex (``spex_ray.trees``, imported only when fitting).
 TREE_LIBRARIES: tuple[str, ...] = ("lightgbm", "sklearn")
 #: b used when neither a budget nor b is given.
@@ -30,7 +34,7 @@ class MethodPlan:
     """One method applied to one example of n features: its design and its fit."""
 
     method: str
-    design: SpexDesign | UniformDesign
+    design: SpexDesign | UniformDesign | FilledDesign
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,7 +45,13 @@ class MethodPlan:
         return {"method": self.method, "design": self.design.params(), **self.options}
 
     def fit(self, values: np.ndarray) -> Interactions:
-        """Fourier-basis interactions from float values (num_queries,) in query-id order."""
+        """Fourier-basis interactions from float values (num_queries,) in query-id order. Runs on one
+        thread (BLAS included): callers parallelise across examples, and BLAS threads spinning on a
+        busy machine cost up to 15x the CPU of these small solves."""
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(values)
+
+    def _fit(self, values: np.ndarray) -> Interactions:
         if self.method == "spex-hybrid":
             from spex_ray.hybrid import fit_spex_hybrid  # imports scikit-learn and the tree library
 
@@ -61,7 +71,7 @@ class MethodPlan:
 
 
 def plan_method(
-    method: str,
+    method: str | None,
     n: int,
     *,
     budget: int | None = None,
@@ -73,16 +83,19 @@ def plan_method(
     refit: str | None = "ls",
     trees: str = "lightgbm",
 ) -> MethodPlan:
-    """Plan ``method`` for an example of ``n`` features.
+    """Plan ``method`` (None: ``DEFAULT_METHOD``, spex-hybrid) for an example of ``n`` features.
 
-    SPEX methods take ``b`` or, failing that, the largest design that fits ``budget`` (default
-    b = 6). Uniform-mask methods (lasso, faith-banzhaf, proxyspex) use ``budget`` queries or, when
-    only ``b`` is given, as many as SPEX would at that b (equal-budget comparisons).
+    Queries: ``b`` sizes a SPEX design (SPEX's count at that b, for every method: equal-budget
+    comparisons); otherwise ``budget`` is spent whole by spex-hybrid (``design.design_for_budget``:
+    SPEX's largest design at b ≥ 4, then uniform masks up to the budget; only uniform masks below
+    SPEX's b = 4) and by the uniform-mask methods (lasso, faith-banzhaf, proxyspex), while spex-hard
+    and spex-soft take the largest SPEX design within it; with neither, b = 6.
     ``max_order`` caps the order of the regression baselines (1 or 2); ``refit`` applies to
-    spex, spex-hard and spex-soft; ``trees`` ("lightgbm" or "sklearn") is the tree library of
-    spex-hybrid (soft decoding, SPEX's support plus tree terms chosen by cross-validation, least-
-    squares refit; see ``spex_ray.hybrid``) and proxyspex.
+    spex-hard and spex-soft; ``trees`` ("lightgbm" or "sklearn") is the tree library of
+    spex-hybrid (soft decoding, SPEX's support plus tree terms chosen by cross-validation, least
+    squares or ridge refit; see ``spex_ray.hybrid``) and proxyspex.
     """
+    method = DEFAULT_METHOD if method is None else method
     if trees not in TREE_LIBRARIES:
         raise ValueError(f"trees must be one of {', '.join(TREE_LIBRARIES)}, got {trees!r}")
     if method not in METHODS:
@@ -91,6 +104,8 @@ def plan_method(
         raise ValueError(f"an explanation needs at least 1 feature, got n={n}")
     if budget is not None and budget < 1:
         raise ValueError(f"budget must be a positive number of queries, got {budget}")
+    if method == "spex-hybrid" and b is None and budget is not None:
+        return MethodPlan(method, design_for_budget(n, budget, t, groups, seed), {"trees": trees})
     if method.startswith("spex"):
         if b is not None:
             design = SpexDesign(n, b, t, groups, seed)

@@ -85,7 +85,7 @@ def decode(
     if refit is None:
         return _interactions(design, peeled[0])
     masks = design.masks()
-    keys, _ = select_peeled_support(design, masks, values, peeled)
+    keys, _ = select_peeled_support(masks, values, peeled, delay_folds(len(values), design.p + 1))
     return refit_support(masks, values, keys, refit, design.seed)
 
 
@@ -108,18 +108,19 @@ def peel_candidates(design: SpexDesign, values: np.ndarray, decoder: Decoder, *,
     return peeled
 
 
-def select_peeled_support(design: SpexDesign, masks: np.ndarray, values: np.ndarray, peeled: list[dict]) -> tuple[Support, float]:
-    """The support (with the constant) to refit, and its cross-validated error (``refit.choose_support``).
+def select_peeled_support(masks: np.ndarray, values: np.ndarray, peeled: list[dict], fold: np.ndarray) -> tuple[Support, float]:
+    """The support (with the constant) to refit, and its cross-validated error over the folds
+    ``fold`` (``refit.choose_support``); ``masks`` bool (Q, n) and ``values`` (Q,) may extend past
+    the peeled design.
 
     Candidates: each peeled support; then the best of them plus every single-feature term, when
     there are at least twice as many values as terms — peeling misses first-order terms that
     are too small for their bins' noise floor, and least squares on all values can still see them.
     """
-    fold = delay_folds(len(values), design.p + 1)
     best, error = choose_support(masks, values, [list(dict.fromkeys([(), *found])) for found in peeled], fold)
-    wider = with_singles(best, design.n)
+    wider = with_singles(best, masks.shape[1])
     if len(wider) > len(best) and len(values) >= 2 * len(wider):
-        wider_error = cross_validated_error(fourier_features(masks, wider), values, fold)
+        wider_error = cross_validated_error(fourier_features(masks, wider, np.float32), values, fold)
         if wider_error < error:
             return wider, wider_error
     return best, error

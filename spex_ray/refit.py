@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
 
 from spex_ray.interactions import Interactions
 
@@ -23,42 +25,102 @@ Refit = Literal["ls", "lasso"] | None
 Support = list[tuple[int, ...]]
 
 FOLDS = 5
+#: Tikhonov jitter of the cross-validation solves and of the final refit, relative to the mean
+#: Gram diagonal: keeps a rank-deficient support solvable; the refit's is small enough that exact
+#: values give coefficients exact to ~1e-10.
+_JITTER = 1e-9
+_REFIT_JITTER = 1e-11
 
 
-def fourier_features(masks: np.ndarray, supports: Sequence[tuple[int, ...]]) -> np.ndarray:
-    """float (Q, S): (−1)^{⟨k, x⟩} for masks bool (Q, n) (True = kept) and supports k (tuples of indices)."""
+def fourier_features(masks: np.ndarray, supports: Sequence[tuple[int, ...]], dtype=np.float64) -> np.ndarray:
+    """(Q, S) of ``dtype``: (−1)^{⟨k, x⟩} for masks bool (Q, n) (True = kept) and supports k (tuples of indices)."""
     width = max((len(k) for k in supports), default=0)
     padded = np.full((len(supports), max(width, 1)), masks.shape[1], dtype=np.int64)
     for row, k in enumerate(supports):
         padded[row, : len(k)] = k
-    extended = np.concatenate([masks, np.zeros((len(masks), 1), dtype=bool)], axis=1)
-    parity = np.zeros((len(masks), len(supports)), dtype=np.uint8)
-    for column in range(padded.shape[1]):
-        parity ^= extended[:, padded[:, column]]
-    return 1.0 - 2.0 * parity
+    signs = np.ones((len(masks), masks.shape[1] + 1), dtype=dtype)  # the last column: "no feature"
+    signs[:, :-1] -= 2 * masks
+    features = signs[:, padded[:, 0]]
+    for column in range(1, padded.shape[1]):
+        features *= signs[:, padded[:, column]]
+    return features
 
 
-def delay_folds(num_values: int, delays: int) -> np.ndarray:
-    """int (Q,): the fold of each query of a SPEX design with ``delays`` = p + 1 delays per coset:
-    (q mod delays) mod FOLDS, so a fold holds whole delays (q mod FOLDS when delays < FOLDS)."""
+def delay_folds(num_values: int, delays: int, coded: int | None = None) -> np.ndarray:
+    """int (Q,): the fold of each query. The first ``coded`` queries (default all) are a SPEX design
+    with ``delays`` = p + 1 delays per coset: (q mod delays) mod FOLDS, so a fold holds whole
+    delays (q mod FOLDS when delays < FOLDS); the queries after them (uniform masks) go round-robin."""
     q = np.arange(num_values)
-    return (q % delays) % FOLDS if delays >= FOLDS else q % FOLDS
+    coded = num_values if coded is None else coded
+    fold = q % FOLDS
+    if delays >= FOLDS:
+        fold[:coded] = (q[:coded] % delays) % FOLDS
+    return fold
+
+
+def gram(features: np.ndarray) -> np.ndarray:
+    """float64 (S, S): FᵀF of ±1 features (Q, S), computed in float32 (exact: integers below 2^24)
+    when Q < 2^24, by a symmetric rank-k update (half a matrix product)."""
+    if len(features) < 2**24:
+        syrk, signs = scipy.linalg.blas.ssyrk, np.ascontiguousarray(features, dtype=np.float32)
+    else:
+        syrk, signs = scipy.linalg.blas.dsyrk, np.ascontiguousarray(features, dtype=np.float64)
+    lower = syrk(1.0, signs.T, lower=1).astype(np.float64)  # signs.T is Fortran-ordered: no copy
+    return lower + np.tril(lower, -1).T
+
+
+def cholesky(gram_matrix: np.ndarray, jitter: float = _JITTER) -> np.ndarray:
+    """Lower Cholesky factor of ``gram_matrix`` plus a Tikhonov jitter relative to its mean diagonal
+    (raised 100-fold until rounding no longer breaks a rank-deficient Gram matrix)."""
+    scale = max(np.trace(gram_matrix) / max(len(gram_matrix), 1), 1.0)
+    while True:
+        g = gram_matrix.copy()
+        g[np.diag_indices_from(g)] += jitter * scale
+        try:
+            return scipy.linalg.cholesky(g, lower=True)
+        except np.linalg.LinAlgError:
+            jitter *= 100.0
+
+
+def solve_gram(gram_matrix: np.ndarray, rhs: np.ndarray, jitter: float = _JITTER) -> np.ndarray:
+    """Least-squares coefficients from the normal equations (a rank-deficient support gets a
+    near-minimum-norm solution)."""
+    return scipy.linalg.cho_solve((cholesky(gram_matrix, jitter), True), rhs)
+
+
+def prefix_cv_errors(features: np.ndarray, values: np.ndarray, fold: np.ndarray, widths: Sequence[int]) -> np.ndarray:
+    """float (len(widths),): mean squared held-out error over the folds of least squares on the first
+    w columns of ``features`` (Q, S) (±1), for each w in ``widths``.
+
+    One Gram matrix of all rows serves every fold (a training Gram is it minus the fold's), and one
+    Cholesky factor per fold serves every prefix (the factor of a leading block is the leading
+    block of the factor)."""
+    width = max(widths)
+    features = features[:, :width]
+    total, rhs = gram(features), features.T @ values
+    errors = np.zeros(len(widths))
+    for k in range(FOLDS):
+        test = fold == k
+        if not test.any():
+            continue
+        held = features[test]
+        factor = cholesky(total - gram(held))
+        train_rhs = rhs - held.T @ values[test]
+        for i, w in enumerate(widths):
+            coef = scipy.linalg.cho_solve((factor[:w, :w], True), train_rhs[:w])
+            errors[i] += np.sum((values[test] - held[:, :w] @ coef) ** 2)
+    return errors / len(values)
 
 
 def cross_validated_error(features: np.ndarray, values: np.ndarray, fold: np.ndarray) -> float:
-    """Mean squared held-out error of least squares on ``features`` (Q, S) over the folds ``fold`` (Q,)."""
-    error = 0.0
-    for k in range(FOLDS):
-        train, test = fold != k, fold == k
-        coef = np.linalg.lstsq(features[train], values[train], rcond=None)[0]
-        error += float(np.sum((values[test] - features[test] @ coef) ** 2))
-    return error / len(values)
+    """Mean squared held-out error of least squares on ``features`` (Q, S) (±1) over the folds ``fold`` (Q,)."""
+    return float(prefix_cv_errors(features, values, fold, [features.shape[1]])[0])
 
 
 def choose_support(masks: np.ndarray, values: np.ndarray, candidates: Sequence[Support],
                    fold: np.ndarray) -> tuple[Support, float]:
     """The candidate whose least-squares fit predicts held-out folds best, and its error (first on ties)."""
-    errors = [cross_validated_error(fourier_features(masks, keys), values, fold) for keys in candidates]
+    errors = [cross_validated_error(fourier_features(masks, keys, np.float32), values, fold) for keys in candidates]
     best = int(np.argmin(errors))
     return list(candidates[best]), errors[best]
 
@@ -68,13 +130,17 @@ def with_singles(support: Support, n: int) -> Support:
     return list(dict.fromkeys([*support, *((i,) for i in range(n))]))
 
 
-def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, seed: int = 0) -> Interactions:
-    """Fourier interactions on ``keys`` re-estimated from all values: least squares ("ls") or
-    scikit-learn LassoCV ("lasso", folds shuffled with ``seed``); zero coefficients are dropped."""
-    features = fourier_features(masks, keys)
+def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, seed: int = 0, *,
+          penalty: float = 0.0) -> Interactions:
+    """Fourier interactions on ``keys`` re-estimated from all values: least squares ("ls"; ridge
+    with ``penalty`` × Q when it is above 0) or scikit-learn LassoCV ("lasso", folds shuffled with
+    ``seed``); zero coefficients are dropped."""
     if method == "ls":
-        coef = np.linalg.lstsq(features, values, rcond=None)[0]
+        features = fourier_features(masks, keys, np.float32)
+        normal = gram(features) + penalty * len(values) * np.eye(len(keys))
+        coef = solve_gram(normal, features.T.astype(np.float64) @ values, _REFIT_JITTER)
     else:
+        features = fourier_features(masks, keys)
         from sklearn.linear_model import LassoCV
         from sklearn.model_selection import KFold
 

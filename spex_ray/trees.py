@@ -2,8 +2,9 @@
 
 Masks are bool (Q, n), True = feature kept; a tree splits feature i at a threshold in [0, 1), so
 x_i = 0 goes left. ``tree_backend`` fits ensembles with scikit-learn's HistGradientBoostingRegressor
-or LightGBM (one thread each: callers parallelise across examples), ``select_trees`` picks their
-size by cross-validation and ``tree_fourier`` turns a fitted ensemble into Fourier coefficients.
+or LightGBM (one thread each: callers parallelise across examples), ``select_trees`` and
+``cross_validate_trees`` pick their size by cross-validation (the latter on given folds, keeping
+the fold models) and ``tree_fourier`` turns a fitted ensemble into Fourier coefficients.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-__all__ = ["GRID_COUNTS", "GRID_DEPTHS", "GRID_RATES", "TreeArrays", "TreeBackend", "select_trees", "tree_backend", "tree_fourier"]
+__all__ = ["GRID_COUNTS", "GRID_DEPTHS", "GRID_RATES", "TreeArrays", "TreeBackend", "cross_validate_trees",
+           "select_trees", "sum_by_key", "tree_backend", "tree_fourier"]
 
 TreeBackend = Literal["lightgbm", "sklearn"]
 
@@ -78,9 +80,10 @@ def tree_fourier(trees: TreeArrays, n: int) -> tuple[np.ndarray, np.ndarray, flo
         coef = values[start : start + block, None] * signs
         parts_keys.append(keys[valid])
         parts_coef.append(coef[valid])
-    keys, coef = _sum_by_key(
+    keys, coef = sum_by_key(
         np.concatenate(parts_keys) if parts_keys else np.full((0, depth), n),
         np.concatenate(parts_coef) if parts_coef else np.zeros(0),
+        n,
     )
     is_constant = np.all(keys == n, axis=1)
     constant = trees.base + float(coef[is_constant].sum())
@@ -118,8 +121,8 @@ class _SklearnTrees:
             stages = [p for i, p in enumerate(model.staged_predict(x), start=1) if i in wanted]
         return np.stack(stages)
 
-    def read(self, model) -> TreeArrays:
-        nodes = [predictors[0].nodes for predictors in model._predictors]
+    def read(self, model, count: int | None = None) -> TreeArrays:
+        nodes = [predictors[0].nodes for predictors in model._predictors[:count]]
         return _concat_trees(
             [
                 (t["feature_idx"], t["num_threshold"], t["left"], t["right"], t["is_leaf"] == 1, t["value"])
@@ -130,7 +133,7 @@ class _SklearnTrees:
 
 
 class _LightGBMTrees:
-    """LightGBM LGBMRegressor; its fitted trees are read from the booster's model dump."""
+    """LightGBM LGBMRegressor; its fitted trees are read from the booster's text model."""
 
     def __init__(self):
         import lightgbm
@@ -154,30 +157,35 @@ class _LightGBMTrees:
     def staged_predict(self, model, x, counts):
         return np.stack([model.predict(x, num_iteration=c) for c in counts])
 
-    def read(self, model) -> TreeArrays:
-        trees = [_flatten_lightgbm(info["tree_structure"]) for info in model.booster_.dump_model()["tree_info"]]
-        return _concat_trees(trees, base=0.0)
+    def read(self, model, count: int | None = None) -> TreeArrays:
+        text = model.booster_.model_to_string(num_iteration=count)
+        return _concat_trees([_parse_lightgbm_tree(block) for block in text.split("\nTree=")[1:]], base=0.0)
 
 
-def _flatten_lightgbm(root: dict) -> tuple[np.ndarray, ...]:
-    """One LightGBM tree dump as (feature, threshold, left, right, is_leaf, value), root at 0."""
-    rows: list[list] = []
+def _parse_lightgbm_tree(block: str) -> tuple[np.ndarray, ...]:
+    """One tree of LightGBM's text model as (feature, threshold, left, right, is_leaf, value): its
+    k internal nodes first (root at 0), then its k + 1 leaves (a child c < 0 is leaf -c - 1)."""
+    fields = dict(line.split("=", 1) for line in block.split("\n") if "=" in line)
+    leaves = np.array(fields["leaf_value"].split(), dtype=np.float64)
+    k = len(leaves) - 1
+    if k == 0:
+        return np.zeros(1, np.int64), np.full(1, 0.5), np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, bool), leaves
 
-    def visit(node: dict) -> int:
-        index = len(rows)
-        if "leaf_value" in node:
-            rows.append([0, 0.5, 0, 0, True, float(node["leaf_value"])])
-            return index
-        if node.get("decision_type", "<=") != "<=":
-            raise RuntimeError(f"unsupported LightGBM split {node.get('decision_type')!r}")
-        rows.append([int(node["split_feature"]), float(node["threshold"]), 0, 0, False, 0.0])
-        rows[index][2] = visit(node["left_child"])
-        rows[index][3] = visit(node["right_child"])
-        return index
+    def ints(name):
+        return np.array(fields[name].split(), dtype=np.int64)
 
-    visit(root)
-    columns = list(zip(*rows))
-    return tuple(np.asarray(c) for c in columns)
+    if np.any(ints("decision_type") & 1):
+        raise RuntimeError("unsupported LightGBM split: categorical")
+    children = [np.where(c >= 0, c, k - c - 1) for c in (ints("left_child"), ints("right_child"))]
+    pad = np.zeros(k + 1, np.int64)
+    return (
+        np.concatenate([ints("split_feature"), pad]),
+        np.concatenate([np.array(fields["threshold"].split(), dtype=np.float64), np.full(k + 1, 0.5)]),
+        np.concatenate([children[0], pad]),
+        np.concatenate([children[1], pad]),
+        np.concatenate([np.zeros(k, bool), np.ones(k + 1, bool)]),
+        np.concatenate([np.zeros(k), leaves]),
+    )
 
 
 def tree_backend(backend: str):
@@ -254,24 +262,43 @@ def _dedupe_paths(features: np.ndarray, directions: np.ndarray, n: int) -> tuple
     return deduped, ~conflict.any(axis=1)
 
 
-def _sum_by_key(keys: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+def sum_by_key(keys: np.ndarray, coef: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique key rows (entries in [0, n]) and the summed coefficients of each; rows are read as
+    base-(n + 1) integers when they fit in int64 (a 1-D unique is far faster than a row unique)."""
+    depth = keys.shape[1]
+    if depth * np.log2(n + 1) < 62:
+        codes = keys.astype(np.int64) @ ((n + 1) ** np.arange(depth - 1, -1, -1, dtype=np.int64))
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        unique = keys[first]
+    else:
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
     return unique, np.bincount(inverse.ravel(), weights=coef, minlength=len(unique))
 
 
 def select_trees(trees, x, y, depths, rates, counts, seed) -> tuple[int, float, int]:
-    """The (depth, learning rate, count) with the least 5-fold cross-validated squared error."""
-    folds = list(KFold(_N_FOLDS, shuffle=True, random_state=seed).split(x))
-    best, best_error = None, np.inf
+    """The (depth, learning rate, count) with the least 5-fold cross-validated squared error (folds shuffled with ``seed``)."""
+    fold = np.empty(len(y), dtype=np.int64)
+    for k, (_, test) in enumerate(KFold(_N_FOLDS, shuffle=True, random_state=seed).split(x)):
+        fold[test] = k
+    return cross_validate_trees(trees, x, y, fold, depths, rates, counts, seed)[0]
+
+
+def cross_validate_trees(trees, x, y, fold, depths, rates, counts, seed) -> tuple[tuple[int, float, int], list]:
+    """The (depth, learning rate, count) with the least cross-validated squared error over the folds
+    ``fold`` (int (Q,), 0..4), and the models of that depth and rate fit to each fold's training rows
+    with max(counts) trees (``trees.read(model, count)`` reads the first ``count``)."""
+    best, best_error, best_models = None, np.inf, []
     for depth in depths:
         for rate in rates:
-            errors = np.zeros(len(counts))
-            for train, test in folds:
+            errors, models = np.zeros(len(counts)), []
+            for k in range(_N_FOLDS):
+                train, test = fold != k, fold == k
                 model = trees.fit(x[train], y[train], depth=depth, learning_rate=rate,
                                   n_estimators=max(counts), seed=seed)
-                predictions = trees.staged_predict(model, x[test], counts)
-                errors += np.sum((predictions - y[test]) ** 2, axis=1)
+                models.append(model)
+                if test.any():
+                    errors += np.sum((trees.staged_predict(model, x[test], counts) - y[test]) ** 2, axis=1)
             i = int(np.argmin(errors))
             if errors[i] < best_error:
-                best, best_error = (depth, rate, counts[i]), errors[i]
-    return best
+                best, best_error, best_models = (depth, rate, counts[i]), errors[i], models
+    return best, best_models

@@ -155,10 +155,11 @@ def test_tree_fourier_reproduces_the_fitted_ensemble(backend):
     values = and_function(n, seed=14)(masks) + np.random.default_rng(15).normal(0.0, 0.1, 500)
     trees = tree_backend(backend)
     model = trees.fit(masks.astype(np.float64), values, depth=5, learning_rate=0.1, n_estimators=60, seed=0)
-    keys, coef, constant = tree_fourier(trees.read(model), n)
-    fit = Interactions({(): constant, **{tuple(int(i) for i in k if i < n): c for k, c in zip(keys, coef)}}, n)
     test = uniform_masks(n, 2000, seed=16)
-    assert np.max(np.abs(fit.predict(test) - model.predict(test.astype(np.float64)))) < 1e-9
+    for count, predicted in zip((25, None), trees.staged_predict(model, test.astype(np.float64), [25, 60])):
+        keys, coef, constant = tree_fourier(trees.read(model, count), n)  # the first `count` trees
+        fit = Interactions({(): constant, **{tuple(int(i) for i in k if i < n): c for k, c in zip(keys, coef)}}, n)
+        assert np.max(np.abs(fit.predict(test) - predicted)) < 1e-9
 
 
 @pytest.mark.parametrize("n", [64, 256])

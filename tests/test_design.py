@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
 
-from spex_ray.design import MIN_B, SpexDesign, UniformDesign, design_from_params, spex_num_queries
+from spex_ray.design import (
+    FILL_STREAM,
+    MIN_B,
+    MIN_FILLED_B,
+    FilledDesign,
+    SpexDesign,
+    UniformDesign,
+    design_for_budget,
+    design_from_params,
+    spex_num_queries,
+)
 
 # Query counts from spex-algorithm.md §1 (t = 5, C = 3).
 TABLE = {
@@ -77,8 +87,33 @@ def test_uniform_design_is_sliceable_and_balanced():
     assert not np.array_equal(UniformDesign(50, 100, seed=1, stream=1).masks(), full[:100])
 
 
+def test_filled_design_is_spex_then_uniform_masks_and_nests():
+    spex = SpexDesign(60, 4, seed=3)
+    design = FilledDesign(spex, 500)
+    masks = design.masks()
+    assert design.num_queries == spex.num_queries + 500 and masks.shape == (design.num_queries, 60)
+    assert np.array_equal(masks[: spex.num_queries], spex.masks())
+    assert np.array_equal(masks[spex.num_queries :], UniformDesign(60, 500, seed=3, stream=FILL_STREAM).masks())
+    cut = spex.num_queries - 7
+    assert np.array_equal(np.concatenate([design.masks(0, cut), design.masks(cut, cut + 20), design.masks(cut + 20)]), masks)
+    assert np.array_equal(FilledDesign(spex, 200).masks(), masks[: spex.num_queries + 200])
+
+
+@pytest.mark.parametrize("n", [30, 85, 150, 1000])
+@pytest.mark.parametrize("budget", [250, 1000, 2000, 5000, 12345])
+def test_design_for_budget_spends_the_whole_budget(n, budget):
+    design = design_for_budget(n, budget)
+    assert design.num_queries == budget
+    if spex_num_queries(n, MIN_FILLED_B) > budget:
+        assert isinstance(design, UniformDesign) and design.stream == FILL_STREAM
+    else:
+        spex = design.spex if isinstance(design, FilledDesign) else design
+        assert spex.t == 5 and spex.b == SpexDesign.for_budget(n, budget).b
+
+
 def test_params_round_trip():
-    for design in (SpexDesign(64, 4, t=3, groups=2, seed=5), UniformDesign(64, 300, seed=2, stream=1)):
+    for design in (SpexDesign(64, 4, t=3, groups=2, seed=5), UniformDesign(64, 300, seed=2, stream=1),
+                   FilledDesign(SpexDesign(64, 4, seed=1), 77)):
         rebuilt = design_from_params(design.params())
         assert np.array_equal(rebuilt.masks(), design.masks())
 
@@ -91,6 +126,7 @@ def test_params_round_trip():
         (lambda: UniformDesign(0, 10), "n must be"),
         (lambda: SpexDesign(10, 3).masks(0, 10**6), "outside"),
         (lambda: design_from_params({"kind": "grid"}), "unknown design kind"),
+        (lambda: FilledDesign(SpexDesign(10, 3), 0), "fill must be"),
     ],
 )
 def test_errors_are_clear(make, message):

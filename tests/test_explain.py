@@ -17,7 +17,7 @@ def test_explain_recovers_a_planted_function_and_converts_indices():
 
     result = explain(value_fn, 400, budget=11000, batch_size=2000)
     assert result.index == "fourier"
-    assert sum(calls) == plan_method("spex", 400, budget=11000).num_queries
+    assert sum(calls) == plan_method(None, 400, budget=11000).num_queries == 11000  # the whole budget
     assert max(calls) <= 2000
     assert set(result) == set(truth)
     fbii = explain(value_fn, 400, budget=11000, index="fbii", order=2)
@@ -42,6 +42,18 @@ def test_every_method_is_faithful_on_a_low_order_and_function(method):
     assert faithfulness(result, masks, evaluate_mobius(truth, masks)) > 0.95
 
 
+def test_one_default_everywhere():
+    import inspect
+
+    from pipelines.config import JobConfig
+    from spex_ray.methods import DEFAULT_METHOD
+
+    assert DEFAULT_METHOD == "spex-hybrid" == METHODS[0]
+    assert inspect.signature(explain).parameters["method"].default == DEFAULT_METHOD
+    assert plan_method(None, 30, b=4).method == DEFAULT_METHOD
+    assert JobConfig.__dataclass_fields__["method"].default == DEFAULT_METHOD
+
+
 def test_plan_params_identify_the_queries():
     a, b = plan_method("spex-hard", 100, b=4, seed=1), plan_method("spex-hard", 100, b=4, seed=1)
     assert a.params() == b.params() and np.array_equal(a.design.masks(), b.design.masks())
@@ -51,9 +63,10 @@ def test_plan_params_identify_the_queries():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: plan_method("spex", 0, b=4), "at least 1 feature"),
+        (lambda: plan_method(None, 0, b=4), "at least 1 feature"),
         (lambda: plan_method("shap", 10), "unknown method"),
-        (lambda: plan_method("spex", 1000, budget=50), "below the minimum SPEX design"),
+        (lambda: plan_method("spex", 10), "unknown method 'spex'"),
+        (lambda: plan_method("spex-soft", 1000, budget=50), "below the minimum SPEX design"),
         (lambda: explain(lambda m: np.zeros(3), 10, b=3), "returned 3 values"),
         (lambda: explain(lambda m: np.full(len(m), np.nan), 10, b=3), "finite"),
         (lambda: explain(lambda m: np.zeros(len(m)), 10, b=3, feature_names=["a"]), "feature names"),

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from planted import evaluate_fourier, evaluate_mobius, planted_fourier, planted_mobius
-from spex_ray import SpexDesign, decode, faithfulness, plan_method, uniform_masks
-from spex_ray.hybrid import _prefix_errors, fit_spex_hybrid, tree_term_counts
+from spex_ray import SpexDesign, UniformDesign, decode, faithfulness, plan_method, uniform_masks
+from spex_ray.design import FilledDesign
+from spex_ray.hybrid import _PENALTIES, _fold_prefix_errors, fit_spex_hybrid, tree_term_counts
 
 
 def held_out_r2(result, truth_fn, n, seed=99):
@@ -55,20 +56,47 @@ def test_constant_values_give_a_constant():
     assert set(result) == {()} and result[()] == pytest.approx(0.75)
 
 
-def test_prefix_errors_equal_separate_least_squares_fits():
+def test_fold_prefix_errors_equal_separate_ridge_fits():
     rng = np.random.default_rng(3)
-    train_x, test_x = rng.choice([-1.0, 1.0], (200, 12)), rng.choice([-1.0, 1.0], (50, 12))
-    train_y, test_y = rng.normal(size=200), rng.normal(size=50)
+    x, y = rng.choice([-1.0, 1.0], (250, 12)), rng.normal(size=250)
+    test = np.arange(250) % 5 == 0
     widths = [1, 4, 12]
-    expected = [np.sum((test_y - test_x[:, :w] @ np.linalg.lstsq(train_x[:, :w], train_y, rcond=None)[0]) ** 2)
-                for w in widths]
-    assert np.allclose(_prefix_errors(train_x, train_y, test_x, test_y, widths), expected, rtol=1e-6)
+    expected = [[np.sum((y[test] - x[test, :w] @ np.linalg.solve(
+                    x[~test, :w].T @ x[~test, :w] + penalty * (~test).sum() * np.eye(w), x[~test, :w].T @ y[~test])) ** 2)
+                 for w in widths] for penalty in _PENALTIES]
+    assert np.allclose(_fold_prefix_errors(x.astype(np.float32), y, test, widths), expected, rtol=1e-6)
 
 
-def test_tree_terms_offered_grow_by_doubling_up_to_an_eighth_of_the_queries_and_1024():
-    assert tree_term_counts(2208) == [8, 16, 32, 64, 128, 256]
-    assert tree_term_counts(63) == []
-    assert tree_term_counts(100_000)[-1] == 1024
+def test_tree_terms_offered_grow_by_doubling_up_to_half_the_queries_and_512():
+    assert tree_term_counts(2208) == [8, 16, 32, 64, 128, 256, 512]
+    assert tree_term_counts(63) == [8, 16]
+    assert tree_term_counts(15) == []
+    assert tree_term_counts(100_000)[-1] == 512
+
+
+@pytest.mark.parametrize("budget", [300, 1000, 2000, 5000])
+def test_a_budget_is_spent_whole_and_every_query_informs_the_fit(budget):
+    """Below SPEX's b = 4 the design is uniform masks; above, SPEX's cosets then uniform masks."""
+    n = 40
+    truth = planted_mobius(n, 8, 3, seed=5)
+    plan = plan_method("spex-hybrid", n, budget=budget)
+    assert plan.num_queries == budget
+    assert isinstance(plan.design, UniformDesign if budget < SpexDesign(n, 4).num_queries else FilledDesign)
+    result = plan.fit(evaluate_mobius(truth, plan.design.masks()))
+    assert held_out_r2(result, lambda m: evaluate_mobius(truth, m), n) > 0.95
+
+
+def test_the_uniform_part_of_a_filled_design_improves_the_fit():
+    """Noisy dense AND-type function at b = 4: the same coded queries plus uniform masks predict better."""
+    n = 256
+    truth = planted_mobius(n, 20, 4, seed=n)
+    coded = SpexDesign(n, 4)
+    filled = FilledDesign(coded, 2000)
+    clean = evaluate_mobius(truth, filled.masks())
+    values = clean + np.random.default_rng(0).normal(0.0, 0.3 * np.std(clean), len(clean))
+    alone = held_out_r2(fit_spex_hybrid(coded, values[: coded.num_queries]), lambda m: evaluate_mobius(truth, m), n)
+    more = held_out_r2(fit_spex_hybrid(filled, values), lambda m: evaluate_mobius(truth, m), n)
+    assert more > alone + 0.01 and more > 0.95
 
 
 def test_plan_records_the_tree_library_and_rejects_unknown_ones():
