@@ -23,6 +23,7 @@ def explain(
     feature_names: Sequence[str] | None = None,
     batch_size: int = 1024,
     progress: bool = False,
+    adaptive: bool = False,
     **options,
 ) -> Interactions:
     """Explain ``value_fn`` over ``n`` features and return its interactions in ``index``.
@@ -31,6 +32,9 @@ def explain(
     on batches of at most ``batch_size`` masks. ``budget`` is the number of queries: the default
     method (spex-hybrid) spends all of it, SPEX-only methods the largest SPEX design within it (see
     ``plan_method`` for the other ``options``: b, t, groups, seed, max_order, refit, trees).
+    ``adaptive=True`` (spex-hybrid) makes the budget a cap: queries go out in stages and stop once
+    a stage raises the cross-validated R² by less than 0.01 (``spex_ray.adaptive``; call
+    ``fit_adaptive`` there for the queries spent and saved).
 
     A batch's values may be any array-like of B real numbers (shape (B,), or (B, 1)); anything
     else raises at once, naming what was expected and what came back: TypeError for values that
@@ -39,18 +43,33 @@ def explain(
     """
     if feature_names is not None and len(feature_names) != n:
         raise ValueError(f"got {len(feature_names)} feature names for n={n} features")
+    if adaptive and budget is None:
+        raise ValueError("adaptive=True needs a budget: the most queries to spend")
     plan = plan_method(method, n, budget=budget, **options)
-    values = np.empty(plan.num_queries)
-    starts = range(0, plan.num_queries, batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"{method} queries", unit="batch")
-    for start in starts:
-        stop = min(start + batch_size, plan.num_queries)
-        masks = plan.design.masks(start, stop)
-        values[start:stop] = _checked(value_fn(masks), masks.shape, start)
-    result = plan.fit(values)
+        bar = tqdm(total=plan.num_queries, desc=f"{plan.method} queries", unit="query")
+
+    def values_of(first: int, last: int) -> np.ndarray:
+        values = np.empty(last - first)
+        for start in range(first, last, batch_size):
+            stop = min(start + batch_size, last)
+            masks = plan.design.masks(start, stop)
+            values[start - first : stop - first] = _checked(value_fn(masks), masks.shape, start)
+            if bar is not None:
+                bar.update(stop - start)
+        return values
+
+    if adaptive:
+        from spex_ray.adaptive import fit_adaptive
+
+        result = fit_adaptive(plan, values_of).interactions
+    else:
+        result = plan.fit(values_of(0, plan.num_queries))
+    if bar is not None:
+        bar.close()
     if feature_names is not None:
         result = result.with_feature_names(feature_names)
     return result if index == "fourier" else result.to(index, order=order)

@@ -56,9 +56,22 @@ def fit_spex_hybrid(
 ) -> Interactions:
     """Fourier interactions from the values of ``design``'s queries, float (num_queries,) in
     query-id order: SPEX's support or SPEX's plus tree terms, whichever predicts held-out folds
-    best, refit by least squares on every value. A ``FilledDesign``'s uniform masks inform the
-    trees, the cross-validation and the refit; peeling reads the SPEX part.
+    best, refit by least squares or ridge on every value. A ``FilledDesign``'s uniform masks inform
+    the trees, the cross-validation and the refit; peeling reads the SPEX part.
     ``backend``: "lightgbm" or "sklearn" trees (one thread each)."""
+    return fit_spex_hybrid_cv(design, values, decoder, backend=backend, max_iterations=max_iterations)[0]
+
+
+def fit_spex_hybrid_cv(
+    design: SpexDesign | FilledDesign | UniformDesign,
+    values: np.ndarray,
+    decoder: Decoder = "soft",
+    *,
+    backend: TreeBackend = "lightgbm",
+    max_iterations: int = 100,
+) -> tuple[Interactions, float]:
+    """``fit_spex_hybrid``'s interactions and the cross-validated mean squared error of the chosen
+    support (the nested error when tree terms were chosen)."""
     values = check_values(values, design.num_queries)
     masks = design.masks()
     spex = design.spex if isinstance(design, FilledDesign) else design if isinstance(design, SpexDesign) else None
@@ -87,8 +100,8 @@ def fit_spex_hybrid(
         if errors[i, j] < error:
             summed = sum_by_key(*(np.concatenate(part) for part in zip(*transforms)), design.n)
             keys = _union_prefixes(keys, _ranked_terms(*summed, design.n, limit), sizes[j : j + 1])[0]
-            penalty = _PENALTIES[i]
-    return refit(masks, values, keys, "ls", penalty=penalty)
+            penalty, error = _PENALTIES[i], float(errors[i, j])
+    return refit(masks, values, keys, "ls", penalty=penalty), error
 
 
 def tree_term_counts(num_values: int) -> list[int]:

@@ -51,6 +51,18 @@ class MethodPlan:
         with threadpool_limits(limits=1, user_api="blas"):
             return self._fit(values)
 
+    def fit_cv(self, values: np.ndarray) -> tuple[Interactions, float]:
+        """``fit``'s interactions and their cross-validated R² on the design's own queries
+        (1 − CV mean squared error / variance of the values; spex-hybrid only)."""
+        if self.method != "spex-hybrid":
+            raise ValueError(f"a cross-validated fit (adaptive budgets) needs spex-hybrid, not {self.method}")
+        from spex_ray.hybrid import fit_spex_hybrid_cv
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            result, error = fit_spex_hybrid_cv(self.design, values, backend=self.options["trees"])
+        variance = float(np.var(values))
+        return result, 1.0 - error / variance if variance > 0 else 1.0
+
     def _fit(self, values: np.ndarray) -> Interactions:
         if self.method == "spex-hybrid":
             from spex_ray.hybrid import fit_spex_hybrid  # imports scikit-learn and the tree library

@@ -102,3 +102,50 @@ def test_a_value_function_may_return_a_column_or_a_list_of_numbers():
     column = explain(lambda m: (2.0 * m[:, 3])[:, None], 10, b=3)
     listed = explain(lambda m: [int(row[3]) * 2 for row in m], 10, b=3)
     assert column.to("mobius")[(3,)] == pytest.approx(2.0) and listed.to("mobius")[(3,)] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("n, budget", [(40, 5000), (150, 12000), (300, 1000), (60, 1728)])
+def test_adaptive_stages_are_prefixes_that_are_designs(n, budget):
+    from spex_ray.adaptive import prefix_design, stages
+
+    design = plan_method(None, n, budget=budget).design
+    counts = stages(design)
+    assert counts == sorted(set(counts)) and counts[-1] == budget
+    for count in counts:
+        prefix = prefix_design(design, count)
+        assert prefix.num_queries == count and np.array_equal(prefix.masks(), design.masks(0, count))
+
+
+def test_adaptive_budget_stops_once_the_fit_is_exact():
+    from spex_ray.adaptive import fit_adaptive
+
+    truth = planted_fourier(100, 10, 4, seed=0)
+    plan = plan_method(None, 100, budget=20_000)
+    fit = fit_adaptive(plan, lambda start, stop: evaluate_fourier(truth, plan.design.masks(start, stop)))
+    assert (fit.queries, fit.saved) == (1968, 20_000 - 1968) and len(fit.stages) == 1  # SPEX at b = 4
+    assert set(fit.interactions) == set(truth)
+
+
+def test_adaptive_budget_stops_when_the_cross_validated_r2_stops_rising():
+    from spex_ray.adaptive import MIN_GAIN, fit_adaptive
+
+    n = 60
+    truth = planted_mobius(n, 15, 3, seed=1)
+    plan = plan_method(None, n, budget=20_000)
+    noise = np.random.default_rng(2).normal(0.0, 0.3, plan.num_queries)
+    fit = fit_adaptive(plan, lambda start, stop: evaluate_mobius(truth, plan.design.masks(start, stop)) + noise[start:stop])
+    gains = np.diff([r2 for _, r2 in fit.stages])
+    assert fit.queries < 20_000 and fit.queries == fit.stages[-1][0]
+    assert gains[-1] < MIN_GAIN and (gains[:-1] >= MIN_GAIN).all()
+    masks = uniform_masks(n, 500, seed=5)
+    assert faithfulness(fit.interactions, masks, evaluate_mobius(truth, masks)) > 0.99
+    calls = []
+    result = explain(lambda m: calls.append(len(m)) or evaluate_mobius(truth, m), n, budget=20_000, adaptive=True)
+    assert sum(calls) < 20_000 and faithfulness(result, masks, evaluate_mobius(truth, masks)) > 0.99
+
+
+def test_adaptive_budget_needs_a_budget_and_spex_hybrid():
+    with pytest.raises(ValueError, match="needs a budget"):
+        explain(lambda m: np.zeros(len(m)), 10, adaptive=True)
+    with pytest.raises(ValueError, match="adaptive budgets need spex-hybrid"):
+        explain(lambda m: np.zeros(len(m)), 10, budget=2000, method="proxyspex", adaptive=True)
