@@ -69,52 +69,50 @@ def gram(features: np.ndarray) -> np.ndarray:
     return lower + np.tril(lower, -1).T
 
 
-def cholesky(gram_matrix: np.ndarray, jitter: float = _JITTER) -> np.ndarray:
-    """Lower Cholesky factor of ``gram_matrix`` plus a Tikhonov jitter relative to its mean diagonal
-    (raised 100-fold until rounding no longer breaks a rank-deficient Gram matrix)."""
+def cholesky(gram_matrix: np.ndarray, jitter: float = _JITTER, ridge: float = 0.0) -> np.ndarray:
+    """Lower Cholesky factor of ``gram_matrix`` plus ``ridge`` and a Tikhonov jitter relative to its
+    mean diagonal on the diagonal (the jitter raised 100-fold until rounding no longer breaks a
+    rank-deficient Gram matrix)."""
     scale = max(np.trace(gram_matrix) / max(len(gram_matrix), 1), 1.0)
     while True:
         g = gram_matrix.copy()
-        g[np.diag_indices_from(g)] += jitter * scale
+        g[np.diag_indices_from(g)] += ridge + jitter * scale
         try:
             return scipy.linalg.cholesky(g, lower=True)
         except np.linalg.LinAlgError:
             jitter *= 100.0
 
 
-def solve_gram(gram_matrix: np.ndarray, rhs: np.ndarray, jitter: float = _JITTER) -> np.ndarray:
-    """Least-squares coefficients from the normal equations (a rank-deficient support gets a
-    near-minimum-norm solution)."""
-    return scipy.linalg.cho_solve((cholesky(gram_matrix, jitter), True), rhs)
-
-
-def prefix_cv_errors(features: np.ndarray, values: np.ndarray, fold: np.ndarray, widths: Sequence[int]) -> np.ndarray:
-    """float (len(widths),): mean squared held-out error over the folds of least squares on the first
-    w columns of ``features`` (Q, S) (±1), for each w in ``widths``.
+def prefix_cv_errors(features: np.ndarray, values: np.ndarray, fold: np.ndarray, widths: Sequence[int],
+                     penalties: Sequence[float] = (0.0,)) -> np.ndarray:
+    """float (len(penalties), len(widths)): mean squared held-out error over the folds of ridge
+    regression (penalty × the training rows; 0: least squares) on the first w columns of ±1
+    ``features`` (Q, S), for each penalty and each w in ``widths``.
 
     One Gram matrix of all rows serves every fold (a training Gram is it minus the fold's), and one
-    Cholesky factor per fold serves every prefix (the factor of a leading block is the leading
-    block of the factor)."""
+    Cholesky factor per fold and penalty serves every prefix (the factor of a leading block is the
+    leading block of the factor)."""
     width = max(widths)
     features = features[:, :width]
-    total, rhs = gram(features), features.T @ values
-    errors = np.zeros(len(widths))
+    total, rhs = gram(features), features.T.astype(np.float64) @ values
+    errors = np.zeros((len(penalties), len(widths)))
     for k in range(FOLDS):
         test = fold == k
         if not test.any():
             continue
         held = features[test]
-        factor = cholesky(total - gram(held))
-        train_rhs = rhs - held.T @ values[test]
-        for i, w in enumerate(widths):
-            coef = scipy.linalg.cho_solve((factor[:w, :w], True), train_rhs[:w])
-            errors[i] += np.sum((values[test] - held[:, :w] @ coef) ** 2)
+        train, train_rhs = total - gram(held), rhs - held.T.astype(np.float64) @ values[test]
+        for i, penalty in enumerate(penalties):
+            factor = cholesky(train, ridge=penalty * (len(values) - len(held)))
+            for j, w in enumerate(widths):
+                coef = scipy.linalg.cho_solve((factor[:w, :w], True), train_rhs[:w])
+                errors[i, j] += np.sum((values[test] - held[:, :w] @ coef) ** 2)
     return errors / len(values)
 
 
 def cross_validated_error(features: np.ndarray, values: np.ndarray, fold: np.ndarray) -> float:
     """Mean squared held-out error of least squares on ``features`` (Q, S) (±1) over the folds ``fold`` (Q,)."""
-    return float(prefix_cv_errors(features, values, fold, [features.shape[1]])[0])
+    return float(prefix_cv_errors(features, values, fold, [features.shape[1]])[0, 0])
 
 
 def choose_support(masks: np.ndarray, values: np.ndarray, candidates: Sequence[Support],
@@ -137,8 +135,8 @@ def refit(masks: np.ndarray, values: np.ndarray, keys: Support, method: Refit, s
     ``seed``); zero coefficients are dropped."""
     if method == "ls":
         features = fourier_features(masks, keys, np.float32)
-        normal = gram(features) + penalty * len(values) * np.eye(len(keys))
-        coef = solve_gram(normal, features.T.astype(np.float64) @ values, _REFIT_JITTER)
+        factor = cholesky(gram(features), _REFIT_JITTER, ridge=penalty * len(values))
+        coef = scipy.linalg.cho_solve((factor, True), features.T.astype(np.float64) @ values)
     else:
         features = fourier_features(masks, keys)
         from sklearn.linear_model import LassoCV

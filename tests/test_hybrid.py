@@ -6,7 +6,8 @@ import pytest
 from planted import evaluate_fourier, evaluate_mobius, planted_fourier, planted_mobius
 from spex_ray import SpexDesign, UniformDesign, decode, faithfulness, plan_method, uniform_masks
 from spex_ray.design import FilledDesign
-from spex_ray.hybrid import _PENALTIES, _fold_prefix_errors, fit_spex_hybrid, tree_term_counts
+from spex_ray.hybrid import _PENALTIES, _extended, _nested_errors, fit_spex_hybrid, tree_term_counts
+from spex_ray.refit import fourier_features
 
 
 def held_out_r2(result, truth_fn, n, seed=99):
@@ -56,15 +57,19 @@ def test_constant_values_give_a_constant():
     assert set(result) == {()} and result[()] == pytest.approx(0.75)
 
 
-def test_fold_prefix_errors_equal_separate_ridge_fits():
-    rng = np.random.default_rng(3)
-    x, y = rng.choice([-1.0, 1.0], (250, 12)), rng.normal(size=250)
+def test_nested_errors_equal_separate_ridge_fits():
+    masks, values = uniform_masks(12, 250, seed=3), np.random.default_rng(3).normal(size=250)
     test = np.arange(250) % 5 == 0
-    widths = [1, 4, 12]
-    expected = [[np.sum((y[test] - x[test, :w] @ np.linalg.solve(
-                    x[~test, :w].T @ x[~test, :w] + penalty * (~test).sum() * np.eye(w), x[~test, :w].T @ y[~test])) ** 2)
-                 for w in widths] for penalty in _PENALTIES]
-    assert np.allclose(_fold_prefix_errors(x.astype(np.float32), y, test, widths), expected, rtol=1e-6)
+    bases = [[(), (4,)], [(), (4,), *((i,) for i in range(12) if i != 4)]]
+    ranked, sizes = [(2, 3), (4,), (0, 1), (5,), (1, 7, 9)], [1, 2, 8]
+    errors = _nested_errors(masks, values, test, bases, ranked, sizes)
+    for b, base in enumerate(bases):
+        for i, penalty in enumerate(_PENALTIES):
+            for j, m in enumerate(sizes):
+                x = fourier_features(masks, _extended(base, ranked, m))
+                coef = np.linalg.solve(x[~test].T @ x[~test] + penalty * (~test).sum() * np.eye(x.shape[1]),
+                                       x[~test].T @ values[~test])
+                assert errors[b, i, j] == pytest.approx(np.sum((values[test] - x[test] @ coef) ** 2), rel=1e-5)
 
 
 def test_tree_terms_offered_grow_by_doubling_up_to_half_the_queries_and_512():
