@@ -76,7 +76,7 @@ def test_conversion_errors():
 
 @pytest.mark.parametrize("index", ["FSII", "k-SII", "SII", "SV", "BV", "FBII", "STII"])
 def test_spexray_approximator_recovers_exact_values_of_a_sparse_game(index):
-    approximator = SpexRay(N, index, max_order=2, method="spex", random_state=0)
+    approximator = SpexRay(N, index, max_order=2, method="spex-soft", random_state=0)
     values = approximator.approximate(1000, _game)
     exact = shapiq.ExactComputer(n_players=N, game=_game)(index, order=1 if index in ("SV", "BV") else 2)
     assert values.index == exact.index and 0 < values.estimation_budget <= 1000
