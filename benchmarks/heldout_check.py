@@ -7,7 +7,7 @@ Reviews: ``benchmarks/data/heldout_reviews.jsonl`` (16 film reviews of 63–170 
 this check before any method was measured on them, never part of the faithfulness suite).
 Features are words, masked words are removed, the value is VADER's compound score. Every call is
 ``spex_ray.explain(value_fn, n, budget=B)`` with the defaults but ``method`` ("default": none
-given). R² is measured on 500 uniform masks drawn apart from every design; the table gives the
+given; "adaptive": none given and ``adaptive=True``, the budget a cap). R² is measured on 500 uniform masks drawn apart from every design; the table gives the
 queries each call used (rows the value function saw), the median and lowest R², and the CPU
 seconds of the fit (explain's time less the value function's).
 """
@@ -43,8 +43,7 @@ def run(examples: list[Example], budgets: list[int], methods: list[str]) -> list
     """One row per (example, budget, method): queries used, R² on the held-out masks, fit CPU seconds."""
     backend = VaderBackend()
     for method in methods:  # imports (scikit-learn, LightGBM) out of the first row's fit time
-        explain(lambda masks: masks.sum(axis=1).astype(float), 20, budget=300,
-                **({} if method == "default" else {"method": method}))
+        explain(lambda masks: masks.sum(axis=1).astype(float), 20, budget=300, **_options(method))
     rows = []
     for example in examples:
         def vader(masks, example=example):
@@ -63,14 +62,18 @@ def run(examples: list[Example], budgets: list[int], methods: list[str]) -> list
                     scoring[0] += time.process_time() - start
                     return values
 
-                options = {} if method == "default" else {"method": method}
                 start = time.process_time()
-                result = explain(counted, example.n, budget=budget, **options)
+                result = explain(counted, example.n, budget=budget, **_options(method))
                 rows.append({"id": example.example_id, "n": example.n, "budget": budget, "method": method,
                              "used": used[0], "r2": faithfulness(result, holdout, truth),
                              "fit_cpu_s": time.process_time() - start - scoring[0]})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def _options(method: str) -> dict:
+    """explain's keyword arguments for a ``--methods`` name."""
+    return {"default": {}, "adaptive": {"adaptive": True}}.get(method, {"method": method})
 
 
 def summary(rows: list[dict], budgets: list[int], methods: list[str]) -> str:
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--methods", nargs="+", default=["default", "proxyspex"],
-                        help="explain's methods ('default': explain's default)")
+                        help="explain's methods ('default': explain's default; 'adaptive': it with adaptive=True)")
     parser.add_argument("--limit", type=int, help="first N reviews only")
     args = parser.parse_args(argv)
     rows = run(load_examples()[: args.limit], args.budgets, args.methods)
