@@ -1,7 +1,9 @@
-"""The backend contract: examples in, one score per mask out, and the registry that builds backends.
+"""The backend contract: examples in, one typed ``Score`` per mask out, and the registry that builds backends.
 
 Mask convention everywhere: ``keep[b, i]`` True/1 = feature ``i`` kept in query row ``b``,
-False/0 = feature masked.
+False/0 = feature masked. ``Backend`` states the whole contract a backend of one's own meets:
+the job learns what a backend can do only from the class attributes and classmethods declared
+there, never from its signatures or raw outputs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import difflib
 import functools
 import importlib
 import inspect
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,8 +39,8 @@ BACKEND_EXTRAS: dict[str, str] = {
     "vllm": "vllm",
 }
 
-# Backends cheap to build and call in any process (CPU, nothing to load): a dry run may time a few calls.
-TIMED_IN_PROCESS: frozenset[str] = frozenset({"vader"})
+# The option through which the job hands a backend that shares a rate limit the job-wide limiter.
+LIMITER_OPTION = "limiter"
 
 
 @dataclass(frozen=True)
@@ -107,61 +108,106 @@ class Score:
     """The backend's answer for one query row.
 
     ``value`` is the scalar model output (None when the row failed), ``raw`` the backend's raw
-    output as JSON text, ``error`` a message when the row failed (None when ok).
+    output as JSON text (stored in the query log as it is, never read by the job), ``error`` a
+    message when the row failed (None when ok). ``sent`` False: the backend never sent the row
+    (e.g. its dollar cap is spent); it is neither retried nor logged, so a resumed job sends it.
+    ``cost_usd``: the dollars the row cost (0 when free, or answered by another row's request).
+    ``fingerprint``: the serving model's fingerprint (e.g. OpenAI's ``system_fingerprint``), None
+    when unknown.
     """
 
     value: float | None
     raw: str
     error: str | None = None
+    sent: bool = True
+    cost_usd: float = 0.0
+    fingerprint: str | None = None
 
-    @property
-    def not_sent(self) -> bool:
-        """True for a row the backend never sent (``raw`` JSON has ``"not_sent": true``, e.g. once a
-        dollar cap is spent): it is neither retried nor logged, so a resumed job sends it."""
-        if self.value is not None or '"not_sent"' not in (self.raw or ""):
-            return False
-        try:
-            return json.loads(self.raw).get("not_sent") is True
-        except (ValueError, AttributeError):
-            return False
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The limits of one job-wide limiter (``connectors.ratelimit.RateLimiter``): requests and
+    tokens per minute and dollars in all, each None for no limit."""
+
+    rpm: float | None
+    tpm: float | None
+    max_cost_usd: float | None
 
 
 class Backend(abc.ABC):
     """A value function: scores masked versions of an example. One instance per actor/replica.
 
     The contract every backend meets, a backend of one's own (``backend.name:
-    "package.module:Class"``) included:
+    "package.module:Class"``) included. Adding a backend never edits the job: it reads only this.
 
-    - options: the keyword arguments of ``__init__``, set in a config's ``backend`` section (plain
-      YAML values: they are stored in ``job.json``); ``__init__`` runs once in each scorer actor, so
-      it is where a model is loaded. Taking ``strategy`` and ``mask_token`` gets the config's
-      ``masking`` settings; ``check_options`` finds every bad option when the config loads.
-    - ``score(example, keep)``: one ``Score`` per row of ``keep`` (bool (B, n), True = kept), in
-      order; the masked text is ``example_renderer(example, strategy, mask_token).render_batch(keep)``.
-      Equal example and mask must give an equal value: the query log stands in for a query on a
-      resume. A row that fails gets ``Score(None, raw, error)``; an exception fails the batch, whose
-      rows are then retried one by one up to ``ray.max_attempts`` times.
-    - ``name``: shown in messages and the explanations' metadata (a class that sets none: its import path).
+    Options (the one place they are declared): the keyword parameters of ``__init__``, set in
+    a config's ``backend`` section (plain YAML values: they are stored in ``job.json``). Taking
+    ``strategy`` and ``mask_token`` gets the config's ``masking`` settings. The config's options
+    are checked when it loads, before Ray starts (``check_options``: unknown or missing names,
+    then ``check_values``); ``__init__`` runs once in each scorer actor: it loads the model.
+
+    Methods:
+
+    - ``_score(example, keep)``: implement it; one ``Score`` per row of ``keep`` (bool (B, n),
+      True = kept, already checked by ``score``), in order. The masked text is
+      ``example_renderer(example, strategy, mask_token).render_batch(keep)``. Equal example and
+      mask must give an equal value: the query log stands in for a query on a resume. A row that
+      fails gets ``Score(None, raw, error)``; an exception fails the batch, whose rows are then
+      retried one by one up to ``ray.max_attempts`` times.
+    - ``score(example, keep)``: what the job calls; checks the masks (``check_masks``), then
+      calls ``_score``.
     - ``identity()``: JSON-able facts about the model (no secrets) for the Parquet metadata.
     - ``close()``: releases what ``__init__`` took.
-    - ``execution_options``: the options that change how queries are sent (rate limits, cost caps,
-      timeouts, retries), never their values; a job may change them on a resume.
-    - ``internal_options``: constructor options the job supplies itself (e.g. a shared rate
-      limiter); a config may not set them and error messages never list them.
-    - ``check_values``: a classmethod that validates option values without loading a model or
-      opening a connection; returns one message per problem (the default checks nothing).
-    - optional ``target(example) -> str | None``: a target to score against, asked once per example
-      that has none, of one replica, before its queries (e.g. a model's own answer).
+    - ``target(example) -> str | None``: only with ``makes_targets``.
+
+    Declared capabilities (class attributes and classmethods; the defaults suit a local model):
+
+    - ``name``: shown in messages and the explanations' metadata (default: the import path).
+    - ``execution_options``: options that change how queries are sent (rate limits, cost caps,
+      timeouts, retries), never their values; left out of the result hash, so a resumed job may
+      change them.
+    - ``internal_options``: constructor options the job supplies itself (``limiter``); a config
+      may not set them and error messages never list them.
+    - ``check_values(options)``: one message per bad option value, without loading a model or
+      opening a connection (default: none).
+    - ``timed_in_process``: cheap to build and call in any process (CPU, nothing to load), so a
+      dry run times a few calls here.
+    - ``makes_targets``: the backend defines ``target(example)``, asked once per example without
+      a target, of one replica, before its queries (e.g. a model's own answer); the job keeps
+      the targets so a resume scores against the same ones.
+    - ``streams_scores``: ``_score`` takes keyword hooks ``on_send(row, usd)`` (called before a
+      request goes out, with its dollars if answered) and ``on_score(row, score)`` (as soon as a
+      row's Score is final), so the job journals each answer as it comes (API backends).
+    - ``state_dir_option``: the option naming a folder where the backend keeps state across runs
+      (e.g. ids of submitted batches); the job points it into its output folder unless set.
+    - ``shared_limits(options)``: a ``RateLimits`` for a backend whose replicas share one rate
+      limit and dollar cap; the job then builds each replica with ``limiter=`` one job-wide
+      limiter with ``RateLimiter``'s interface (an internal option). Default None: no limiter.
+    - ``gpus_per_replica(options)``: GPUs one replica's actor needs when the config sets no
+      ``ray.num_gpus_per_actor`` (default 0).
+    - ``estimate(examples, num_queries, **options)``: the dry run's estimate (prompt tokens,
+      dollars, ``seconds``...) as a dict, or None (the default) to let the job time the backend.
     """
 
     name: ClassVar[str]
     execution_options: ClassVar[frozenset[str]] = frozenset()
     internal_options: ClassVar[frozenset[str]] = frozenset()
+    timed_in_process: ClassVar[bool] = False
+    makes_targets: ClassVar[bool] = False
+    streams_scores: ClassVar[bool] = False
+    state_dir_option: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not hasattr(cls, "name"):
             cls.name = f"{cls.__module__}:{cls.__qualname__}"
+        if cls.makes_targets and not callable(getattr(cls, "target", None)):
+            raise TypeError(f"backend {cls.name!r} declares makes_targets but defines no target(example)")
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The names of the backend's options: the keyword parameters of ``__init__``."""
+        return frozenset(_options(cls)[0])
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -186,13 +232,39 @@ class Backend(abc.ABC):
         option; must not load a model or connect. The default finds none."""
         return []
 
+    @classmethod
+    def shared_limits(cls, options: Mapping[str, Any]) -> RateLimits | None:
+        """The job-wide limits for ``options`` when the replicas share one limiter, else None."""
+        return None
+
+    @classmethod
+    def gpus_per_replica(cls, options: Mapping[str, Any]) -> float:
+        """GPUs of one replica with these options when the config gives none. The default: 0."""
+        return 0.0
+
+    @classmethod
+    def estimate(cls, examples: Iterable[Example], num_queries: Iterable[int], **options: Any) -> dict | None:
+        """The dry run's estimate for ``examples`` with ``num_queries`` queries each (same order)
+        and the config's ``options`` (masking settings the backend takes included), or None."""
+        return None
+
     def identity(self) -> dict:
         """Backend and model identity for Parquet metadata (JSON-able, no secrets)."""
         return {"backend": self.name}
 
+    def score(self, example: Example, keep: np.ndarray, *, on_send: Callable[[int, float], None] | None = None,
+              on_score: Callable[[int, Score], None] | None = None) -> list[Score]:
+        """Score ``example`` under each row of ``keep`` (bool or 0/1, (B, n), True = kept): one
+        Score per row. ValueError for masks of another shape. The hooks go to a backend that
+        ``streams_scores`` (see the class docstring); others ignore them."""
+        keep = check_masks(keep, example.n)
+        if self.streams_scores:
+            return self._score(example, keep, on_send=on_send, on_score=on_score)
+        return self._score(example, keep)
+
     @abc.abstractmethod
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
-        """Score ``example`` under each row of ``keep``: bool (B, n), True = kept; one Score per row."""
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
+        """One Score per row of ``keep``: bool (B, n), True = kept, checked by ``score``."""
 
     def close(self) -> None:
         """Release models, connections and files. The default holds nothing."""
@@ -202,6 +274,19 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def check_masks(keep: Any, n: int) -> np.ndarray:
+    """``keep`` as a bool (B, n) array; ValueError unless it is 2-D with ``n`` columns of
+    booleans or 0/1 values."""
+    keep = np.asarray(keep)
+    if keep.ndim != 2 or keep.shape[1] != n:
+        raise ValueError(f"keep must have shape (B, n) with n={n}, got {keep.shape}")
+    if keep.dtype != bool:
+        if not np.isin(keep, (0, 1)).all():
+            raise ValueError("keep must be boolean or 0/1 valued")
+        keep = keep.astype(bool)
+    return keep
 
 
 def did_you_mean(key: str, allowed: Iterable[str]) -> str:

@@ -115,7 +115,7 @@ class ClassifierBackend(Backend):
                 "label": self.label_name, "label_index": self.label_index, "value": self.value,
                 "strategy": self.strategy, "mask_token": self.mask_token}
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept."""
         texts = example_renderer(example, self.strategy, self.mask_token).render_batch(keep)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less

@@ -95,12 +95,11 @@ class FakeBackend(Backend):
             values += coefficient * (1.0 - 2.0 * parity)
         return values
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept; see the class docstring for the hooks."""
         self._maybe_die()
         if self.sleep_per_batch_s:
             time.sleep(self.sleep_per_batch_s)
-        keep = np.asarray(keep, dtype=bool)
         signal = self.signal(keep)
         failed = [frozenset(np.flatnonzero(row).tolist()) in self.fail_queries for row in keep]
         if self.fail_mode == "raise" and any(failed):

@@ -1,4 +1,4 @@
-"""OpenAI backend: label log-odds (or a target's log-probability) from GPT-4o mini or any
+"""OpenAI backend: label log-odds (or an answer's log-probability) from GPT-4o mini or any
 OpenAI-compatible server, rate-limited, retried and cost-tracked; online or through the Batch API.
 
 A query row becomes one request: the system prompt, and the user template filled with the masked
@@ -9,12 +9,13 @@ the backend, paced by a limiter (requests and tokens per minute, see ``connector
 and jitter (``Retry-After`` honoured) up to ``max_attempts``; the SDK's own retries are off. A row
 that still fails becomes ``Score(value=None, error=...)``.
 
-``raw`` JSON of a row: ``cache_key`` (sha256 of endpoint, model, messages and parameters),
+A row's ``Score`` carries ``cost_usd`` (dollars this row cost, 0 for rows that reused the
+response of an identical row in the same call), ``fingerprint`` (the response's
+``system_fingerprint``) and ``sent`` (False when the limiter's dollar cap is spent). Its ``raw``
+JSON, for the record: ``cache_key`` (sha256 of endpoint, model, messages and parameters),
 ``label_logprobs``/``floored``/``floor``/``token`` (or ``target_tokens``/``target_logprobs``),
-``usage``, ``estimated_prompt_tokens``, ``cost_usd`` (dollars this row cost, 0 for rows that
-reused the response of an identical row in the same call), ``attempts``, ``errors`` (of failed
-attempts), ``system_fingerprint``, ``mode``. A row not sent because the limiter's dollar cap is
-spent has ``"not_sent": true``.
+``usage``, ``estimated_prompt_tokens``, ``cost_usd``, ``attempts``, ``errors`` (of failed
+attempts), ``system_fingerprint``, ``mode``, and ``"not_sent": true`` for a row not sent.
 
 The API key is read only from ``OPENAI_API_KEY``; it is never logged, stored in ``raw`` or in
 ``identity()``, and scrubbed from error messages.
@@ -42,9 +43,10 @@ import bpe_openai
 import numpy as np
 import openai
 
-from connectors.base import Backend, Example, Score, example_renderer
+from connectors.base import LIMITER_OPTION, Backend, Example, RateLimits, Score, example_renderer
 from connectors.openai_batch import BatchRequest, requests_digest, run_batch
 from connectors.openai_values import (
+    RENAMED_VALUE_KINDS,
     VALUE_KINDS,
     LabelValue,
     MalformedResponse,
@@ -85,8 +87,8 @@ class Request:
 class OpenAIOptions:
     """The backend's configuration (the config's ``backend`` section): no key, no connection.
 
-    ``value``: "label_logodds" (log p(labels[0]) - log p(labels[1])), "label_logprob"
-    (log p(labels[0])) or "target_logprob" (log p(example.target | prompt) from prompt logprobs of
+    ``value``: "label_log_odds" (log p(labels[0]) - log p(labels[1])), "label_logprob"
+    (log p(labels[0])) or "answer_logprob" (log p(example.target | prompt) from prompt logprobs of
     ``/v1/completions`` with echo; servers such as vLLM, not api.openai.com). ``labels``: strings,
     or lists of token spellings; with ``label_variants`` a string also matches its spellings with a
     leading space and in lower/upper/capitalised case. ``floor``: logprob of a label missing from
@@ -107,7 +109,7 @@ class OpenAIOptions:
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     mode: str = "online"
-    value: str = "label_logodds"
+    value: str = "label_log_odds"
     labels: Sequence[str | Sequence[str]] = ("True", "False")
     label_variants: bool = True
     floor: float | None = None
@@ -145,7 +147,7 @@ class OpenAIOptions:
             else:
                 names.append(label[0])
                 variants.append(tuple(dict.fromkeys(label)))
-        if self.value == "target_logprob":
+        if self.value == "answer_logprob":
             self._value_fn: LabelValue | TargetValue = TargetValue()
         else:
             self._value_fn = LabelValue(labels=tuple(zip(names, variants)), floor=self.floor)
@@ -153,6 +155,9 @@ class OpenAIOptions:
 
     def _check(self) -> None:
         _one_of("mode", self.mode, MODES)
+        if self.value in RENAMED_VALUE_KINDS:
+            raise ValueError(f"openai backend: 'value' {self.value!r} is now called "
+                             f"{RENAMED_VALUE_KINDS[self.value]!r}")
         _one_of("value", self.value, VALUE_KINDS)
         _one_of("strategy", self.strategy, STRATEGIES)
         for name in ("model", "system_prompt", "user_template", "completion_template", "mask_token"):
@@ -183,15 +188,15 @@ class OpenAIOptions:
             raise ValueError(f"openai backend: 'batch_discount' must be in [0, 1), got {self.batch_discount!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"openai backend: 'seed' must be an integer or null, got {self.seed!r}")
-        if self.mode == "batch" and self.value == "target_logprob":
-            raise ValueError("openai backend: value 'target_logprob' needs echo on /v1/completions, "
+        if self.mode == "batch" and self.value == "answer_logprob":
+            raise ValueError("openai backend: value 'answer_logprob' needs echo on /v1/completions, "
                              "which the Batch API lacks")
 
     def _check_labels(self) -> None:
         labels = self.labels
         if isinstance(labels, str) or not isinstance(labels, Sequence):
             raise ValueError(f"openai backend: 'labels' must be a list, got {labels!r}")
-        wanted = {"label_logodds": 2, "label_logprob": 1}.get(self.value)
+        wanted = {"label_log_odds": 2, "label_logprob": 1}.get(self.value)
         if wanted is not None and len(labels) != wanted:
             raise ValueError(f"openai backend: value {self.value!r} needs {wanted} label(s), got {list(labels)!r}")
         for label in labels:
@@ -207,17 +212,14 @@ class OpenAIOptions:
     def requests(self, example: Example, keep: np.ndarray) -> list[Request]:
         """One Request per row of ``keep``: bool (B, n), True = kept. ValueError when the value needs a
         target and the example has none."""
-        keep = np.asarray(keep)
-        if keep.ndim != 2 or keep.shape[1] != example.n:
-            raise ValueError(f"keep must have shape (B, n) with n={example.n}, got {keep.shape}")
-        if self.value == "target_logprob" and not example.target:
-            raise ValueError(f"example {example.example_id!r} has no target (value 'target_logprob' needs one)")
+        if self.value == "answer_logprob" and not example.target:
+            raise ValueError(f"example {example.example_id!r} has no target (value 'answer_logprob' needs one)")
         texts = example_renderer(example, self.strategy, self.mask_token).render_batch(keep)
         return [self._request(example, text) for text in texts]
 
     def _request(self, example: Example, context: str) -> Request:
         user = self.user_template.format(context=context, question=example.question or "")
-        if self.value == "target_logprob":
+        if self.value == "answer_logprob":
             prefix = self.completion_template.format(system=self.system_prompt, user=user)
             prompt = f"{prefix} {example.target.strip()}"
             body = {"model": self.model, "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": _OUTPUT_TOKENS,
@@ -269,7 +271,7 @@ class OpenAIOptions:
         for position, example in enumerate(examples):
             count = num_queries if isinstance(num_queries, (int, np.integer)) else num_queries[position]
             masks = rng.random((_ESTIMATE_MASKS, example.n)) < 0.5
-            if self.value == "target_logprob" and not example.target:
+            if self.value == "answer_logprob" and not example.target:
                 example = replace(example, target="?")
             tokens = [request.prompt_tokens for request in self.requests(example, masks)]
             requests += int(count)
@@ -308,8 +310,16 @@ class OpenAIBackend(OpenAIOptions, Backend):
     """
 
     name: ClassVar[str] = "openai"
-    internal_options: ClassVar[frozenset[str]] = frozenset({"limiter"})
+    internal_options: ClassVar[frozenset[str]] = frozenset({LIMITER_OPTION})
+    streams_scores: ClassVar[bool] = True
+    state_dir_option: ClassVar[str] = "batch_state_dir"
     limiter: Any = None
+
+    @classmethod
+    def shared_limits(cls, options: Mapping[str, Any]) -> RateLimits:
+        """``rpm``, ``tpm`` and ``max_cost_usd`` of ``options`` (``OpenAIOptions``' defaults when absent)."""
+        return RateLimits(**{name: options.get(name, getattr(OpenAIOptions, name))
+                             for name in ("rpm", "tpm", "max_cost_usd")})
 
     @classmethod
     def check_values(cls, options: Mapping[str, Any]) -> list[str]:
@@ -346,7 +356,7 @@ class OpenAIBackend(OpenAIOptions, Backend):
     def estimate(cls, examples: Iterable[Example], num_queries: int | Sequence[int], **options: Any) -> dict:
         """``OpenAIOptions.estimate_job`` for the backend options ``options`` (no key needed)."""
         allowed = {f.name for f in fields(OpenAIOptions)}
-        unknown = sorted(set(options) - allowed - {"limiter"})
+        unknown = sorted(set(options) - allowed - {LIMITER_OPTION})
         if unknown:
             raise ValueError(f"openai backend got unknown option {unknown[0]!r}")
         settings = OpenAIOptions(**{key: value for key, value in options.items() if key in allowed})
@@ -384,8 +394,8 @@ class OpenAIBackend(OpenAIOptions, Backend):
             "openai_sdk": openai.__version__,
         }
 
-    def score(self, example: Example, keep: np.ndarray, *, on_send: Callable[[int, float], None] | None = None,
-              on_score: Callable[[int, Score], None] | None = None) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray, *, on_send: Callable[[int, float], None] | None = None,
+               on_score: Callable[[int, Score], None] | None = None) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept. Never raises for API failures.
 
         Online, ``on_send(row, usd)`` is called before each request is sent (``usd``: its cost if it
@@ -393,11 +403,8 @@ class OpenAIBackend(OpenAIOptions, Backend):
         Score is final, both on the backend's event loop (identical rows share one request: it is
         announced for the first of them).
         """
-        keep = np.asarray(keep, dtype=bool)
-        if keep.ndim != 2 or keep.shape[1] != example.n:
-            raise ValueError(f"keep must have shape (B, n) with n={example.n}, got {keep.shape}")
-        if self.value == "target_logprob" and not example.target:
-            error = f"example {example.example_id!r} has no target (value 'target_logprob' needs one)"
+        if self.value == "answer_logprob" and not example.target:
+            error = f"example {example.example_id!r} has no target (value 'answer_logprob' needs one)"
             return [Score(value=None, raw=json.dumps({"mode": self.mode}), error=error) for _ in range(len(keep))]
         requests = self.requests(example, keep)
         rows_of: dict[str, list[int]] = {}
@@ -458,7 +465,7 @@ class OpenAIBackend(OpenAIOptions, Backend):
                     await self.limiter.acquire(request.tokens)
                 except CostCapReached as err:
                     raw.update(not_sent=True, attempts=attempt - 1, errors=errors, cost_usd=cost)
-                    return Score(value=None, raw=json.dumps(raw), error=f"not sent: {err}")
+                    return Score(None, json.dumps(raw), f"not sent: {err}", sent=False, cost_usd=cost)
                 if announce is not None:
                     announce()
                 try:
@@ -475,10 +482,10 @@ class OpenAIBackend(OpenAIOptions, Backend):
                     if not retryable or attempt == self.max_attempts:
                         break
                 else:
-                    self._seen(body.get("system_fingerprint"))
+                    fingerprint = self._seen(body.get("system_fingerprint"))
                     raw.update(details, usage=usage, system_fingerprint=body.get("system_fingerprint"),
                                model=body.get("model"), attempts=attempt, errors=errors, cost_usd=cost)
-                    return Score(value=float(value), raw=json.dumps(raw))
+                    return Score(float(value), json.dumps(raw), cost_usd=cost, fingerprint=fingerprint)
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             logger.debug("openai backend: retrying request %s in %.2f s after %s",
                          request.cache_key[:12], delay, errors[-1])
@@ -486,7 +493,7 @@ class OpenAIBackend(OpenAIOptions, Backend):
         raw.update(attempts=attempt, errors=errors, cost_usd=cost)
         logger.debug("openai backend: request %s failed after %d attempt(s): %s",
                      request.cache_key[:12], attempt, errors[-1])
-        return Score(value=None, raw=json.dumps(raw), error=f"{errors[-1]} (after {attempt} attempt(s))")
+        return Score(None, json.dumps(raw), f"{errors[-1]} (after {attempt} attempt(s))", cost_usd=cost)
 
     async def _post(self, request: Request) -> tuple[Any, dict[str, str]]:
         """(parsed JSON body, x-ratelimit-* headers) of one call; MalformedResponse for a non-JSON body.
@@ -531,10 +538,13 @@ class OpenAIBackend(OpenAIOptions, Backend):
             text = text.replace(key, "<redacted>")
         return text[:_ERROR_CHARS]
 
-    def _seen(self, fingerprint: Any) -> None:
-        if isinstance(fingerprint, str):
-            with self._lock:
-                self._fingerprints.add(fingerprint)
+    def _seen(self, fingerprint: Any) -> str | None:
+        """Record a response's ``system_fingerprint``; returns it when it is one (a string), else None."""
+        if not isinstance(fingerprint, str):
+            return None
+        with self._lock:
+            self._fingerprints.add(fingerprint)
+        return fingerprint
 
     # -- batch -----------------------------------------------------------------------------------
     async def _send_batch(self, requests: list[Request]) -> list[Score]:
@@ -545,7 +555,7 @@ class OpenAIBackend(OpenAIOptions, Backend):
             await self.limiter.acquire(0, 0)
         except CostCapReached as err:
             return [Score(None, json.dumps({**base, "cache_key": r.cache_key, "not_sent": True, "cost_usd": 0.0}),
-                          f"not sent: {err}") for r in requests]
+                          f"not sent: {err}", sent=False) for r in requests]
         state = Path(self.batch_state_dir) / f"batch-{requests_digest(items)[:32]}.json"
         try:
             outcome = await run_batch(self._client, items, state, poll_s=self.batch_poll_s, retry=self._retrying)
@@ -569,12 +579,12 @@ class OpenAIBackend(OpenAIOptions, Backend):
                 value, details = self._value_fn(body, request.target_span)
             except MalformedResponse as err:
                 raw.update(cost_usd=cost, usage=usage)
-                scores.append(Score(None, json.dumps(raw), self._describe(err)))
+                scores.append(Score(None, json.dumps(raw), self._describe(err), cost_usd=cost))
                 continue
-            self._seen(body.get("system_fingerprint"))
+            fingerprint = self._seen(body.get("system_fingerprint"))
             raw.update(details, usage=usage, system_fingerprint=body.get("system_fingerprint"), model=body.get("model"),
                        errors=[], cost_usd=cost)
-            scores.append(Score(float(value), json.dumps(raw)))
+            scores.append(Score(float(value), json.dumps(raw), cost_usd=cost, fingerprint=fingerprint))
         return scores
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -595,7 +605,7 @@ def _same_as(score: Score, first_row: int) -> Score:
     """The Score of a row identical to ``first_row``: its answer, at no cost."""
     raw = json.loads(score.raw)
     raw.update(cost_usd=0.0, same_as_row=first_row)
-    return Score(value=score.value, raw=json.dumps(raw), error=score.error)
+    return replace(score, raw=json.dumps(raw), cost_usd=0.0)
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ValueKind = Literal["label_logodds", "label_logprob", "target_logprob"]
-VALUE_KINDS: tuple[str, ...] = ("label_logodds", "label_logprob", "target_logprob")
+ValueKind = Literal["label_log_odds", "label_logprob", "answer_logprob"]
+VALUE_KINDS: tuple[str, ...] = ("label_log_odds", "label_logprob", "answer_logprob")
+# The names these kinds had before they took the open-model backends' names: a config that still
+# uses one is refused with the new name.
+RENAMED_VALUE_KINDS: dict[str, str] = {"label_logodds": "label_log_odds", "target_logprob": "answer_logprob"}
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
 

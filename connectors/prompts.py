@@ -236,6 +236,7 @@ class LogprobBackend(Backend):
     answer follows e.g. "Answer:", and "" for chat templates).
     """
 
+    makes_targets = True
     tokenizer: Any
     max_length: int | None = None
 
@@ -358,9 +359,8 @@ class LogprobBackend(Backend):
             raise ValueError(prepared.error)
         return prepared.target
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept."""
-        keep = _keep(keep, example.n)
         prepared = self._ready(example)
         if prepared.error is not None:
             return [Score(value=None, raw="{}", error=prepared.error) for _ in keep]
@@ -381,11 +381,11 @@ class LogprobBackend(Backend):
         for row, logprob in zip(owners, logprobs):
             per_row[row].append(float(logprob))
         return [
-            Score(value=None, raw="{}", error=error) if error is not None else self._score(values, len(context))
+            Score(value=None, raw="{}", error=error) if error is not None else self._row_score(values, len(context))
             for values, context, error in zip(per_row, contexts, errors)
         ]
 
-    def _score(self, logprobs: list[float], prompt_tokens: int) -> Score:
+    def _row_score(self, logprobs: list[float], prompt_tokens: int) -> Score:
         if self.labels is None:
             raw = {"prompt_tokens": prompt_tokens, "target_logprob": logprobs[0]}
             return Score(value=logprobs[0], raw=json.dumps(raw))
@@ -464,14 +464,3 @@ def _labels(labels: Sequence[Sequence[str] | str] | None) -> list[list[str]]:
             raise ValueError(f"each label must be a non-empty string or list of non-empty strings, got {label!r}")
         checked.append(variants)
     return checked
-
-
-def _keep(keep: np.ndarray, n: int) -> np.ndarray:
-    keep = np.asarray(keep)
-    if keep.ndim != 2 or keep.shape[1] != n:
-        raise ValueError(f"keep must have shape (B, n) with n={n}, got {keep.shape}")
-    if keep.dtype != bool:
-        if not np.isin(keep, (0, 1)).all():
-            raise ValueError("keep must be boolean or 0/1 valued")
-        keep = keep.astype(bool)
-    return keep

@@ -56,11 +56,7 @@ class TransformersBackend(LogprobBackend):
         mask_token: str = "[MASK]",
         attn_implementation: str | None = None,
     ) -> None:
-        try:
-            import torch
-            import transformers
-        except ImportError as err:
-            raise ImportError(f"the transformers backend needs torch and transformers: {_INSTALL} ({err})") from err
+        torch, transformers = _import_hf()
         for option, number in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
             if not isinstance(number, int) or isinstance(number, bool) or number < 1:
                 raise ValueError(f"{option} must be a positive integer, got {number!r}")
@@ -74,30 +70,21 @@ class TransformersBackend(LogprobBackend):
         self.dtype = dtype if dtype is not None else ("float32" if self.device.type == "cpu" else "bfloat16")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        loaded_tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True)
-        self._setup(
-            loaded_tokenizer,
-            template=template,
-            chat_template=chat_template,
-            system=system,
-            add_bos=add_bos,
-            value=value,
-            labels=labels,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            target_prefix=target_prefix,
-            strategy=strategy,
-            mask_token=mask_token,
-        )
-        options = {
-            "local_files_only": True,
-            "dtype": self.dtype if self.dtype == "auto" else getattr(torch, self.dtype),
-        }
+        self._setup(transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
+                    template=template, chat_template=chat_template, system=system, add_bos=add_bos, value=value,
+                    labels=labels, max_new_tokens=max_new_tokens, stop=stop, target_prefix=target_prefix,
+                    strategy=strategy, mask_token=mask_token)
+        self._load_model(transformers.AutoModelForCausalLM, attn_implementation)
+
+    def _load_model(self, auto_class: Any, attn_implementation: str | None) -> None:
+        """Load the model in ``self.dtype`` onto ``self.device``; read its context length, EOS ids,
+        padding id and whether its forward pass keeps only the last logits."""
+        options = {"local_files_only": True,
+                   "dtype": self.dtype if self.dtype == "auto" else getattr(self._torch, self.dtype)}
         if attn_implementation is not None:
             options["attn_implementation"] = attn_implementation
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(model, **options).to(self.device).eval()
-        config = self.model.config
-        self.max_length = getattr(config, "max_position_embeddings", None)
+        self.model = auto_class.from_pretrained(self.model_path, **options).to(self.device).eval()
+        self.max_length = getattr(self.model.config, "max_position_embeddings", None)
         generation_eos = getattr(self.model.generation_config, "eos_token_id", None)
         if generation_eos is not None:
             self.eos_ids |= set(np.atleast_1d(generation_eos).tolist())
@@ -173,6 +160,16 @@ class TransformersBackend(LogprobBackend):
                 pad_token_id=self._pad_id,
             )
         return output[0, inputs.shape[1] :].tolist()
+
+
+def _import_hf() -> tuple[Any, Any]:
+    """The ``torch`` and ``transformers`` modules; ImportError naming the extra when missing."""
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        raise ImportError(f"the transformers backend needs torch and transformers: {_INSTALL} ({err})") from err
+    return torch, transformers
 
 
 def model_identity(backend: str, model_path: str, model: Any, device: Any, dtype: str) -> dict:

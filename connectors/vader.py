@@ -20,6 +20,7 @@ class VaderBackend(Backend):
     """
 
     name = "vader"
+    timed_in_process = True
 
     def __init__(self, *, strategy: Strategy = "remove", mask_token: str = "[MASK]") -> None:
         if strategy not in STRATEGIES:
@@ -39,7 +40,7 @@ class VaderBackend(Backend):
             "mask_token": self.mask_token,
         }
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
         """One Score per row of ``keep``: bool (B, n), True = kept."""
         texts = example_renderer(example, self.strategy, self.mask_token).render_batch(keep)
         scores = []

@@ -29,6 +29,7 @@ from connectors.image import FILLS, PatchMasker, load_image, patch_names
 from connectors.prompts import CONTEXT, LogprobBackend, Request
 
 _INSTALL = "pip install 'spex-ray[vllm]'"
+TENSOR_PARALLEL_SIZE = 1  # GPUs one engine spans unless the config says otherwise
 _CACHED_IMAGES = 4
 _CACHED_PARAMS = 64
 # e.g. PaliGemma's processor appends "\n" to every prompt: refuse rather than read the wrong positions
@@ -66,7 +67,7 @@ class VLLMBackend(LogprobBackend):
         max_num_batched_tokens: int | None = None,
         enable_prefix_caching: bool = True,
         dtype: str = "auto",
-        tensor_parallel_size: int = 1,
+        tensor_parallel_size: int = TENSOR_PARALLEL_SIZE,
         seed: int = 0,
         engine_options: Mapping[str, Any] | None = None,
         template: str = CONTEXT,
@@ -83,69 +84,54 @@ class VLLMBackend(LogprobBackend):
         image_grid: Sequence[int] | None = None,
         blur_sigma: float | None = None,
     ) -> None:
-        try:
-            import transformers
-            import vllm
-        except ImportError as err:
-            raise ImportError(f"the vllm backend needs vLLM: {_INSTALL} ({err})") from err
+        transformers, vllm = _import_engine()
         if not Path(model).is_dir():
             raise ValueError(f"model must be a local model directory, got {model!r}")
-        if (
-            not isinstance(tensor_parallel_size, int)
-            or isinstance(tensor_parallel_size, bool)
-            or tensor_parallel_size < 1
-        ):
+        if not _is_positive_int(tensor_parallel_size):
             raise ValueError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}")
-        if image_grid is not None:
-            if isinstance(image_grid, str) or len(image_grid) != 2:
-                raise ValueError(f"image_grid must be [rows, cols], got {image_grid!r}")
-            if strategy not in FILLS:
-                raise ValueError(
-                    f"image examples are masked by a patch fill: strategy must be one of {', '.join(FILLS)}"
-                )
-            patch_names(*image_grid)
-        self.model_path = str(Path(model).resolve())
-        self.image_grid = tuple(int(v) for v in image_grid) if image_grid is not None else None
+        self.image_grid = _image_grid(image_grid, strategy)
         self.blur_sigma = blur_sigma
-        self._setup(
-            transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
-            template=template,
-            chat_template=chat_template,
-            system=system,
-            add_bos=add_bos,
-            value=value,
-            labels=labels,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            target_prefix=target_prefix,
-            strategy=strategy,
-            mask_token=mask_token,
-            context=self.image_grid is None,
-        )
+        self.model_path = str(Path(model).resolve())
+        self._setup(transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
+                    template=template, chat_template=chat_template, system=system, add_bos=add_bos, value=value,
+                    labels=labels, max_new_tokens=max_new_tokens, stop=stop, target_prefix=target_prefix,
+                    strategy=strategy, mask_token=mask_token, context=self.image_grid is None)
         self.engine_config = {
-            "model": self.model_path,
-            "tokenizer": str(Path(tokenizer or model).resolve()),
-            "max_model_len": max_model_len,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "enable_prefix_caching": enable_prefix_caching,
-            "dtype": dtype,
-            "tensor_parallel_size": tensor_parallel_size,
-            "seed": seed,
+            "model": self.model_path, "tokenizer": str(Path(tokenizer or model).resolve()),
+            "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+            "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+            "enable_prefix_caching": enable_prefix_caching, "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size, "seed": seed,
         }
-        arguments = {key: value for key, value in self.engine_config.items() if value is not None}
-        if tensor_parallel_size > 1:
-            arguments["distributed_executor_backend"] = "mp"
-        arguments.update(engine_options or {})
         self.engine_options = dict(engine_options or {})
         self._vllm = vllm
-        self.llm = vllm.LLM(**arguments)
+        self.llm = vllm.LLM(**self._engine_arguments())
         self.max_length = self._engine_max_len(max_model_len)
         self._score_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
         self._last_params: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._reads_last_position = _supports_logprob_token_ids(vllm)
         self._maskers: OrderedDict[Example, PatchMasker] = OrderedDict()
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> list[str]:
+        """``LogprobBackend``'s checks and a positive integer ``tensor_parallel_size``."""
+        size = options.get("tensor_parallel_size", TENSOR_PARALLEL_SIZE)
+        tensor_parallel = [] if _is_positive_int(size) else [
+            f"'tensor_parallel_size' must be a positive integer, got {size!r}"]
+        return super().check_values(options) + tensor_parallel
+
+    @classmethod
+    def gpus_per_replica(cls, options: Mapping[str, Any]) -> float:
+        """``tensor_parallel_size``: one engine spans that many GPUs."""
+        return float(options.get("tensor_parallel_size", TENSOR_PARALLEL_SIZE))
+
+    def _engine_arguments(self) -> dict[str, Any]:
+        """``vllm.LLM``'s keywords: the engine options set, worker processes of this actor for
+        tensor parallelism (``distributed_executor_backend="mp"``), then ``engine_options``."""
+        arguments = {key: value for key, value in self.engine_config.items() if value is not None}
+        if self.engine_config["tensor_parallel_size"] > 1:
+            arguments["distributed_executor_backend"] = "mp"
+        return {**arguments, **self.engine_options}
 
     def identity(self) -> dict:
         config_file = Path(self.model_path) / "config.json"
@@ -268,6 +254,33 @@ class VLLMBackend(LogprobBackend):
 
             prompt["multi_modal_data"] = {"image": Image.fromarray(request.image)}
         return prompt
+
+
+def _import_engine() -> tuple[Any, Any]:
+    """The ``transformers`` and ``vllm`` modules; ImportError naming the extra when missing."""
+    try:
+        import transformers
+        import vllm
+    except ImportError as err:
+        raise ImportError(f"the vllm backend needs vLLM: {_INSTALL} ({err})") from err
+    return transformers, vllm
+
+
+def _image_grid(image_grid: Sequence[int] | None, strategy: str) -> tuple[int, int] | None:
+    """``image_grid`` as (rows, cols), None for text examples; ValueError for a grid that is no
+    [rows, cols] or image examples whose ``strategy`` is no patch fill."""
+    if image_grid is None:
+        return None
+    if isinstance(image_grid, str) or len(image_grid) != 2:
+        raise ValueError(f"image_grid must be [rows, cols], got {image_grid!r}")
+    if strategy not in FILLS:
+        raise ValueError(f"image examples are masked by a patch fill: strategy must be one of {', '.join(FILLS)}")
+    patch_names(*image_grid)
+    return int(image_grid[0]), int(image_grid[1])
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _supports_logprob_token_ids(vllm: Any) -> bool:

@@ -1,13 +1,13 @@
 """Dry run: what a job would query, without querying anything.
 
 Counts examples, features per example, queries per example and in total (design, held-out,
-full/empty). A backend class may add its own estimate (prompt tokens, dollars, seconds) with a
-classmethod ``estimate(examples, num_queries, **options) -> dict``: ``examples`` the plannable
-Examples, ``num_queries`` their query counts (same order), ``options`` the config's backend
-options with the masking settings the backend takes. Without one, the time is estimated from the
-latencies in the output folder's query log (a previous or partial run of the same job) when there
-is one, else, for a backend cheap to run here (``connectors.base.TIMED_IN_PROCESS``), from a few
-calls timed in this process.
+full/empty). A backend class may give its own estimate (prompt tokens, dollars, seconds) from
+its classmethod ``Backend.estimate(examples, num_queries, **options)``: ``examples`` the
+plannable Examples, ``num_queries`` their query counts (same order), ``options`` the config's
+backend options with the masking settings the backend takes. Without one, the time is estimated
+from the latencies in the output folder's query log (a previous or partial run of the same job)
+when there is one, else, for a backend cheap to run here (``Backend.timed_in_process``), from a
+few calls timed in this process.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from connectors.base import TIMED_IN_PROCESS, Example, backend_class, build_backend
+from connectors.base import Example, backend_class, build_backend
 from pipelines.backends import backend_options
 from pipelines.config import JobConfig
 from pipelines.inputs import BadInput, load_examples
@@ -97,10 +97,10 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
 def _time_decode(config: JobConfig, spec: MethodSpec, example: Example) -> float:
     """CPU seconds of one fit of the method on ``example``'s design. A fit's cost depends on the
     values (tree searches grow with the structure they find), so the values are the backend's own
-    where it is cheap to run here (``TIMED_IN_PROCESS``), else a planted sparse function."""
+    where it is cheap to run here (``timed_in_process``), else a planted sparse function."""
     method_plan = spec.plan(example.n)
     masks = method_plan.design.masks()
-    if config.backend["name"] in TIMED_IN_PROCESS:
+    if backend_class(config.backend["name"]).timed_in_process:
         backend = build_backend(config.backend_spec(backend_options(config.backend["name"])))
         try:
             values = np.array([score.value for score in backend.score(example, masks)], dtype=float)
@@ -128,15 +128,16 @@ def _estimate(config: JobConfig, examples: list[Example], num_queries: list[int]
     name = config.backend["name"]
     spec = config.backend_spec(backend_options(name))
     options = {key: value for key, value in spec.items() if key != "name"}
-    hook = getattr(backend_class(name), "estimate", None)
-    if hook is not None:
-        return dict(hook(examples, num_queries, **options))
+    cls = backend_class(name)
+    estimate = cls.estimate(examples, num_queries, **options)
+    if estimate is not None:
+        return dict(estimate)
     latency = read_parts(Path(config.output) / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["latency_ms"]).column("latency_ms")
     measured = latency.drop_null().to_numpy()
     if measured.size:
         per_query = float(np.mean(measured)) / 1e3
         basis = f"{measured.size} logged queries in {config.output}"
-    elif name in TIMED_IN_PROCESS and examples:
+    elif cls.timed_in_process and examples:
         per_query, timed = _time_in_process(spec, examples)
         basis = f"{timed} queries timed in this process"
     else:
@@ -198,7 +199,7 @@ def _estimate_lines(config: JobConfig, plan: JobPlan) -> list[str]:
     """The headline wall time (Ray's start-up, scoring, decoding), dollars as dollars, the rest."""
     estimate = dict(plan.estimate)
     scoring = estimate.pop("seconds", None)
-    cpu_bound = config.backend["name"] in TIMED_IN_PROCESS
+    cpu_bound = backend_class(config.backend["name"]).timed_in_process
     lines = []
     wall = plan.wall_seconds(scoring, cpu_bound)
     if wall is not None:

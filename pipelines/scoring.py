@@ -2,7 +2,7 @@
 
 A row fails when the batch call raises, or its Score has an ``error``, no value or a non-finite
 value. Each failed row is retried alone until it succeeds or has had ``max_attempts`` attempts;
-then it is logged with its last error. A row the backend did not send (``Score.not_sent``, e.g.
+then it is logged with its last error. A row the backend did not send (``Score.sent`` False, e.g.
 its dollar cap is spent) is neither retried nor returned, so a resumed job sends it. The result
 is a query-log record batch; with a journal, every final row is on disk before it is returned,
 a streaming backend's as soon as its answer is in.
@@ -10,7 +10,6 @@ a streaming backend's as soon as its answer is in.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
@@ -28,9 +27,9 @@ class BatchScorer:
     """Turns ``(example, layout, start, stop)`` into query-log rows with one backend replica.
 
     ``journal``: where every final row goes as soon as it is known (``pipelines.journal``): with a
-    backend whose ``score`` takes ``on_send``/``on_score`` (API backends, which answer rows
-    concurrently) a request is journaled before it is sent and a row as soon as its answer is in;
-    with others, each call's rows when the call returns.
+    backend that ``streams_scores`` (API backends, which answer rows concurrently) a request is
+    journaled before it is sent and a row as soon as its answer is in; with others, each call's
+    rows when the call returns.
     """
 
     def __init__(self, backend: Backend, max_attempts: int = 3, journal: Journal | None = None) -> None:
@@ -39,7 +38,7 @@ class BatchScorer:
         self.backend = backend
         self.max_attempts = max_attempts
         self.journal = journal
-        self._streams = journal is not None and "on_score" in inspect.signature(backend.score).parameters
+        self._streams = journal is not None and backend.streams_scores
 
     def score(self, example: Example, layout: QueryLayout, start: int, stop: int,
               recovered: pa.RecordBatch | None = None) -> pa.RecordBatch:
@@ -56,13 +55,13 @@ class BatchScorer:
         scores, seconds = self._call(example, keep, ids, attempts, journaled) if rows else ([], 0.0)
         latency = [seconds / max(rows, 1) * 1e3] * rows
         for row in range(rows):
-            while not scores[row].not_sent and _failure(scores[row]) is not None and attempts[row] < self.max_attempts:
+            while scores[row].sent and _failure(scores[row]) is not None and attempts[row] < self.max_attempts:
                 attempts[row] += 1
                 retried, seconds = self._call(example, keep[row : row + 1], ids[row : row + 1], attempts[row : row + 1],
                                               journaled)
                 scores[row] = retried[0]
                 latency[row] = seconds * 1e3
-        sent = [row for row in range(rows) if not scores[row].not_sent]
+        sent = [row for row in range(rows) if scores[row].sent]
         errors = [_failure(scores[row]) for row in sent]
         batch = pa.RecordBatch.from_pydict(
             {

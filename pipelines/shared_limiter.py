@@ -9,16 +9,13 @@ slots on its own clock and answers "wait this many seconds", so nodes need no co
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import ray
 
+from connectors.base import LIMITER_OPTION, Backend
 from connectors.ratelimit import REBOOKS, CostCapReached, RateLimiter
-
-LIMITER_OPTION = "limiter"
-_LIMITS: tuple[str, ...] = ("rpm", "tpm", "max_cost_usd")
 
 
 class _LimiterActor:
@@ -118,25 +115,19 @@ def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
     return SharedLimiter(handle, ray.get(handle.margin_s.remote()))
 
 
-def takes_shared_limiter(backend_cls: type, spec: Mapping[str, Any]) -> bool:
+def takes_shared_limiter(backend_cls: type[Backend], spec: Mapping[str, Any]) -> bool:
     """Whether ``attach_shared_limiter`` starts a limiter for this backend class and spec: the class
-    takes ``limiter``, ``rpm``, ``tpm`` and ``max_cost_usd`` options and the spec sets no limiter."""
-    parameters = inspect.signature(backend_cls.__init__).parameters
-    return LIMITER_OPTION not in spec and all(name in parameters for name in (LIMITER_OPTION, *_LIMITS))
+    declares ``shared_limits`` for it and the spec sets no limiter."""
+    return LIMITER_OPTION not in spec and backend_cls.shared_limits(spec) is not None
 
 
-def attach_shared_limiter(backend_cls: type, spec: Mapping[str, Any],
+def attach_shared_limiter(backend_cls: type[Backend], spec: Mapping[str, Any],
                           spent_usd: float = 0.0) -> tuple[dict[str, Any], SharedLimiter | None]:
-    """For a backend class that takes a ``limiter`` option and has ``rpm``/``tpm``/``max_cost_usd``
-    options: start the job-wide limiter from the spec's values (the class's defaults when absent),
-    already charged ``spent_usd``, and return ``(spec with limiter=client, client)``; other
-    backends get ``(spec, None)``."""
+    """For a backend class that shares a rate limit (``Backend.shared_limits``): start the job-wide
+    limiter with the limits it declares for the spec, already charged ``spent_usd``, and return
+    ``(spec with limiter=client, client)``; other backends get ``(spec, None)``."""
     if not takes_shared_limiter(backend_cls, spec):
         return dict(spec), None
-    parameters = inspect.signature(backend_cls.__init__).parameters
-    limits = {}
-    for name in _LIMITS:
-        default = parameters[name].default
-        limits[name] = spec.get(name, None if default is inspect.Parameter.empty else default)
-    limiter = start_shared_limiter(**limits, spent_usd=spent_usd)
+    limits = backend_cls.shared_limits(spec)
+    limiter = start_shared_limiter(limits.rpm, limits.tpm, limits.max_cost_usd, spent_usd=spent_usd)
     return {**spec, LIMITER_OPTION: limiter}, limiter

@@ -32,7 +32,7 @@ class PhraseBackend(Backend):
     def identity(self) -> dict:
         return {"backend": self.name, "weights": self.weights}
 
-    def score(self, example: Example, keep: np.ndarray) -> list[Score]:
+    def _score(self, example: Example, keep: np.ndarray) -> list[Score]:
         scores = []
         for text in example_renderer(example, self.strategy, self.mask_token).render_batch(keep):
             words = text.split()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from connectors import Backend, Example, Score, build_backend
-from connectors.base import BACKENDS
+from connectors.base import BACKENDS, RateLimits, backend_class, check_masks
 from connectors.fake import DIE_MARKER, FakeBackend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ class _Constant(Backend):
         self.value = value
         self.closed = False
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         return [Score(value=self.value, raw="{}") for _ in keep]
 
     def close(self):
@@ -184,3 +184,33 @@ def test_example_from_text():
     )
     with pytest.raises(ValueError, match="more than max_features=1"):
         Example.from_text("e2", "a b", max_features=1)
+
+
+def test_score_checks_the_masks_once_for_every_backend():
+    backend = _Constant(value=1.0)
+    with pytest.raises(ValueError, match=r"keep must have shape \(B, n\) with n=5"):
+        backend.score(EXAMPLE, np.ones((2, 4), dtype=bool))
+    with pytest.raises(ValueError, match="boolean or 0/1"):
+        backend.score(EXAMPLE, np.full((1, 5), 2))
+    assert [s.value for s in backend.score(EXAMPLE, [[0, 1, 0, 1, 1]])] == [1.0]
+    assert check_masks(np.array([[1, 0]]), 2).dtype == bool
+
+
+def test_capabilities_are_declared_by_the_backend_classes():
+    assert backend_class("vader").timed_in_process and not backend_class("fake").timed_in_process
+    assert backend_class("transformers").makes_targets and backend_class("vllm").makes_targets
+    assert not backend_class("fake").makes_targets and not backend_class("vader").streams_scores
+    assert backend_class("vllm").gpus_per_replica({"tensor_parallel_size": 4}) == 4
+    assert backend_class("vllm").gpus_per_replica({}) == 1 and backend_class("vader").gpus_per_replica({}) == 0
+    assert backend_class("fake").shared_limits({}) is None and backend_class("fake").state_dir_option is None
+    assert backend_class("fake").option_names() >= {"terms", "noise", "seed"}
+    with pytest.raises(TypeError, match="declares makes_targets but defines no target"):
+        type("NoTarget", (_Constant,), {"makes_targets": True})
+
+
+def test_the_openai_backend_declares_its_shared_limits_streaming_and_state_folder():
+    pytest.importorskip("openai")
+    pytest.importorskip("bpe_openai")
+    cls = backend_class("openai")
+    assert cls.shared_limits({"rpm": 60}) == RateLimits(rpm=60, tpm=200_000, max_cost_usd=None)
+    assert cls.streams_scores and cls.state_dir_option == "batch_state_dir" and cls.gpus_per_replica({}) == 0

@@ -39,7 +39,7 @@ class EstimatingBackend(Backend):
         return {"prompt_tokens": sum(e.n * q for e, q in zip(examples, num_queries)),
                 "dollars": price_per_query * sum(num_queries)}
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         return [Score(value=0.0, raw="{}") for _ in keep]
 
 

@@ -35,7 +35,7 @@ class _Keyed(Backend):
                  mask_token: str = "[MASK]"):
         self.model = model
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         return [Score(value=0.0, raw="{}") for _ in keep]
 
 
@@ -224,6 +224,13 @@ def test_backend_option_values_are_checked_at_load():
     pytest.importorskip("openai")
     with pytest.raises(ConfigError, match="'rpm' must be > 0 or null, got -1"):
         load_config(PUZZLES, ["backend.rpm=-1"])
+
+
+@pytest.mark.parametrize("old, new", [("label_logodds", "label_log_odds"), ("target_logprob", "answer_logprob")])
+def test_an_old_value_kind_name_fails_at_load_naming_the_new_one(old, new):
+    pytest.importorskip("openai")
+    with pytest.raises(ConfigError, match=f"'value' '{old}' is now called '{new}'"):
+        load_config(PUZZLES, [f"backend.value={old}"])
 
 
 def test_an_open_model_backend_needs_a_model_folder_named_at_load(tmp_path, minimal):

@@ -46,11 +46,12 @@ class Streaming(Backend):
     then fails the call (as a process dying mid-call would) when ``fail`` is set."""
 
     name = "streaming"
+    streams_scores = True
 
     def __init__(self, journal_path=None, fail=False):
         self.journal_path, self.fail, self.rows_sent = journal_path, fail, 0
 
-    def score(self, example, keep, *, on_send=None, on_score=None):
+    def _score(self, example, keep, *, on_send=None, on_score=None):
         scores = []
         for row in range(len(keep)):
             on_send(row, 0.5)
@@ -156,7 +157,7 @@ def test_recovered_rows_are_returned_not_sent_again_and_other_rows_are_journaled
         name = "counting"
         masks = 0
 
-        def score(self, example, keep):
+        def _score(self, example, keep):
             Counting.masks += len(keep)
             return [Score(value=1.0, raw="{}") for _ in keep]
 

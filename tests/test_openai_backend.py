@@ -274,7 +274,7 @@ def test_cache_key_hashes_model_messages_and_parameters(server, example):
 
 def test_target_log_probability_from_prompt_logprobs(server, example):
     keep = masks(example, 4, seed=9)
-    with backend(server, value="target_logprob") as openai_backend:
+    with backend(server, value="answer_logprob") as openai_backend:
         scores = openai_backend.score(example, keep)
         requests = openai_backend.requests(example, keep)
     one_outcome_each(scores)
@@ -290,7 +290,7 @@ def test_target_log_probability_from_prompt_logprobs(server, example):
 
 def test_target_value_without_a_target_gives_row_errors(server):
     no_target = Example.from_text("none", "a b c", "words")
-    with backend(server, value="target_logprob") as openai_backend:
+    with backend(server, value="answer_logprob") as openai_backend:
         scores = openai_backend.score(no_target, np.ones((2, 3), bool))
     assert all(s.value is None and "no target" in s.error for s in scores)
     assert not server.received
@@ -339,7 +339,7 @@ def test_estimate_counts_requests_tokens_dollars_and_time_without_a_key(monkeypa
         ({"batch_discount": 1.5}, "batch_discount"),
         ({"strategy": "blur"}, "strategy"),
         ({"mode": "batch"}, "batch_state_dir"),
-        ({"mode": "batch", "value": "target_logprob", "batch_state_dir": "x"}, "Batch API"),
+        ({"mode": "batch", "value": "answer_logprob", "batch_state_dir": "x"}, "Batch API"),
         ({"limiter": "shared"}, "limiter"),
     ],
 )

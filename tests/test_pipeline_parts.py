@@ -72,7 +72,7 @@ class _Flaky(Backend):
         self.calls = 0
         self.failures = 0
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         self.calls += 1
         if len(keep) > 1:
             raise RuntimeError("batch too large")
@@ -249,12 +249,12 @@ class _Capped(Backend):
         self.budget = budget
         self.rows = 0
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         scores = []
         for row in keep:
             self.rows += 1
             if self.rows > self.budget:
-                scores.append(Score(value=None, raw=json.dumps({"not_sent": True}), error="not sent: cap"))
+                scores.append(Score(value=None, raw="{}", error="not sent: cap", sent=False))
             else:
                 scores.append(Score(value=float(row.sum()), raw="{}"))
         return scores
@@ -266,8 +266,7 @@ def test_batch_scorer_neither_retries_nor_returns_rows_that_were_not_sent():
     rows = BatchScorer(backend, max_attempts=3).score(EXAMPLE, layout, 10, 18)
     assert rows.to_pydict()["query_id"] == [10, 11, 12] and rows.column("error").null_count == 3
     assert backend.rows == 8  # one batch call, no row retried
-    assert Score(None, json.dumps({"not_sent": True}), "not sent").not_sent
-    assert not Score(None, json.dumps({"not_sent": False}), "boom").not_sent and not Score(1.0, "{}").not_sent
+    assert Score(None, json.dumps({"not_sent": True}), "boom").sent and Score(1.0, "{}").sent  # unless declared
 
 
 def test_inputs_make_document_examples_from_jsonl_and_csv(tmp_path):
@@ -353,7 +352,7 @@ class _Priced(Backend):
         cls.seen = options
         return {"dollars": options["price"] * sum(num_queries)}
 
-    def score(self, example, keep):
+    def _score(self, example, keep):
         return [Score(value=0.0, raw="{}") for _ in keep]
 
 
