@@ -14,7 +14,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -108,7 +108,7 @@ class Score:
     """The backend's answer for one query row.
 
     ``value`` is the scalar model output (None when the row failed), ``raw`` the backend's raw
-    output as JSON text (stored in the query log as it is, never read by the job), ``error`` a
+    output as JSON text (stored in the query log as it is, for the record), ``error`` a
     message when the row failed (None when ok). ``sent`` False: the backend never sent the row
     (e.g. its dollar cap is spent); it is neither retried nor logged, so a resumed job sends it.
     ``cost_usd``: the dollars the row cost (0 when free, or answered by another row's request).
@@ -119,9 +119,9 @@ class Score:
     value: float | None
     raw: str
     error: str | None = None
-    sent: bool = True
-    cost_usd: float = 0.0
-    fingerprint: str | None = None
+    sent: bool = field(default=True, kw_only=True)
+    cost_usd: float = field(default=0.0, kw_only=True)
+    fingerprint: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
