@@ -25,8 +25,7 @@ from spex_ray.text import STRATEGIES, UNITS
 from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
-from spex_ray.design import MAX_B
-from spex_ray.methods import DEFAULT_METHOD, METHODS, TREE_LIBRARIES
+from spex_ray.methods import DEFAULT_METHOD, METHODS, MethodOptions
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
@@ -42,9 +41,6 @@ NOT_SECRETS: frozenset[str] = frozenset(
      "max_num_batched_tokens", "max_batch_tokens"}
 )
 REDACTED = "<redacted>"
-# The largest BCH error capacity a config may ask for: SPEX's queries grow with the parity bits
-# (about t * log2(n) per group and bin), and past this a design is almost all parity.
-MAX_T = 64
 
 
 class ConfigError(ValueError):
@@ -115,8 +111,9 @@ class RayConfig:
 
 @dataclass
 class JobConfig:
-    """A whole job. ``budget`` or ``b``/``t`` size the query design; ``holdout`` uniform masks
-    per example measure faithfulness (R^2) of the decoded explanation."""
+    """A whole job. ``method`` and the ``MethodOptions`` keys (budget, b, t, refit, trees, max_order,
+    seed) choose the method and size its query design; ``holdout`` uniform masks per example
+    measure faithfulness (R^2) of the decoded explanation."""
 
     input: InputConfig
     backend: dict[str, Any]
@@ -135,6 +132,11 @@ class JobConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     output: str = "spex-ray-output"
     progress: bool = True
+
+    def method_options(self) -> MethodOptions:
+        """The method's options (checked by ``config_from_dict``)."""
+        return MethodOptions(budget=self.budget, b=self.b, t=self.t, seed=self.seed, max_order=self.max_order,
+                             refit=self.refit, trees=self.trees)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (secrets included)."""
@@ -309,16 +311,11 @@ def _infer_format(path: str) -> str:
         raise ConfigError(f"config: {err}") from None
 
 
-# Bounds of the numeric keys: (key, lowest, highest); None = unbounded. The highest values keep a
-# job within what a machine can plan (a SPEX design of b bins per group has 2^b x ... queries).
+# Bounds of the numeric keys besides the method's (``MethodOptions.BOUNDS``): (key, lowest,
+# highest); None = unbounded.
 _BOUNDS: tuple[tuple[str, float, float | None], ...] = (
     ("featurizer.max_features", 2, 100_000),
-    ("budget", 1, 100_000_000),
-    ("b", 1, MAX_B),
-    ("t", 1, MAX_T),
-    ("max_order", 1, 127),
     ("holdout", 0, 1_000_000),
-    ("seed", 0, 2**63 - 1),
     ("ray.num_actors", 1, 100_000),
     ("ray.num_cpus_per_actor", 0, None),
     ("ray.num_gpus_per_actor", 0, None),
@@ -337,13 +334,12 @@ def _check(config: JobConfig) -> list[str]:
         lambda: _one_of("input.format", config.input.format, FORMATS, optional=True),
         lambda: _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES)),
         lambda: _one_of("method", config.method, METHODS),
-        lambda: _one_of("trees", config.trees, TREE_LIBRARIES),
-        lambda: _one_of("refit", config.refit, ("ls", "lasso"), optional=True),
         lambda: _check_masking(config),
         lambda: _check_documents(config),
         lambda: _check_indices(config.indices),
     ]
     problems = [problem for check in checks for problem in _attempt(check)]
+    problems += [f"config: {key!r} {problem}" for key, problem in config.method_options().problems()]
     if config.featurizer.unit == "spans" and config.featurizer.spans_field is None:
         problems.append("config: 'featurizer.spans_field' is required when 'featurizer.unit' is spans")
     if config.budget is not None and config.b is not None:

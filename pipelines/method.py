@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from pipelines.config import JobConfig
 from pipelines.layout import QueryLayout
-from spex_ray.methods import MethodPlan, plan_method
+from spex_ray.methods import Method, MethodOptions, method_class
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Everything ``plan_method`` and the reducer need besides the example; same spec + same n =>
-    same masks and results."""
+    """A job's method: its name and options (the config keys of ``MethodOptions``), the held-out
+    masks and the indices written; same spec + same n => same masks and results."""
 
     method: str
     budget: int | None
@@ -40,14 +40,16 @@ class MethodSpec:
             indices=tuple(config.indices),
         )
 
-    def plan(self, n: int) -> MethodPlan:
-        """The method's plan for ``n`` features; ValueError with the reason when there is none."""
-        return plan_method(
-            self.method, n, budget=self.budget, b=self.b, t=self.t,
-            seed=self.seed, max_order=self.max_order, refit=self.refit, trees=self.trees,
-        )
+    @property
+    def options(self) -> MethodOptions:
+        return MethodOptions(budget=self.budget, b=self.b, t=self.t, seed=self.seed, max_order=self.max_order,
+                             refit=self.refit, trees=self.trees)
 
-    def layout(self, n: int, plan: MethodPlan | None = None) -> QueryLayout:
+    def plan(self, n: int) -> Method:
+        """The method for an example of ``n`` features; ValueError with the reason when there is none."""
+        return method_class(self.method).for_example(n, self.options)
+
+    def layout(self, n: int, method: Method | None = None) -> QueryLayout:
         """The query ids of an example with ``n`` features (design, held-out, full, empty)."""
-        plan = plan if plan is not None else self.plan(n)
-        return QueryLayout(n=n, design=plan.design.params(), holdout=self.holdout, seed=self.seed)
+        method = method if method is not None else self.plan(n)
+        return QueryLayout(n=n, design=method.design.params(), holdout=self.holdout, seed=self.seed)

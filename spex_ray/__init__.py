@@ -7,6 +7,8 @@ Pure numpy/scipy; usable alone with any Python value function::
     interactions.to("fbii", order=2).top(10)
     spex_ray.explain_text("not bad at all", model_fn)                 # model_fn: list of B texts -> B floats
 
+Methods: ``METHODS`` names the registered ``Method`` classes (default ``DEFAULT_METHOD``), each a
+query design and a fit; ``MethodOptions`` holds the options of all of them (``plan_method``).
 Masks are bool rows, **True = feature kept**, False = masked. ``spex_ray.run(config, **overrides)``
 runs a batch job on Ray (``pipelines.api.run``, imported on first use: ``import spex_ray`` loads
 neither Ray nor the job's dependencies).
@@ -20,16 +22,18 @@ from spex_ray.explain import explain
 from spex_ray.explain_text import explain_text
 from spex_ray.faithfulness import faithfulness, uniform_masks
 from spex_ray.interactions import Interactions
-from spex_ray.methods import METHODS, MethodPlan, plan_method
+from spex_ray.methods import DEFAULT_METHOD, METHODS, Method, MethodOptions, plan_method
 from spex_ray.results import read_explanations
 
 if TYPE_CHECKING:
     from pipelines.api import run
 
 __all__ = [
+    "DEFAULT_METHOD",
     "METHODS",
     "Interactions",
-    "MethodPlan",
+    "Method",
+    "MethodOptions",
     "SpexDesign",
     "UniformDesign",
     "decode",

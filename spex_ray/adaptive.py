@@ -4,8 +4,8 @@ queries stop improving its cross-validated fit.
 A design's stages are prefixes of its query ids that are designs themselves, so a stage reuses
 every earlier query: a ``FilledDesign`` (or ``SpexDesign``) stops after SPEX's design at
 b = 4, 5, … (SPEX's designs nest), then after its uniform masks in doublings; a ``UniformDesign``
-doubles from at least ``MIN_STAGE`` masks. After each stage the plan's fit reports its
-cross-validated R² on the queries spent (``MethodPlan.fit_cv``). The rule: stop after the first
+doubles from at least ``MIN_STAGE`` masks. After each stage the method's fit reports its
+cross-validated R² on the queries spent (``Method.fit_cv``). The rule: stop after the first
 stage that raised it by less than ``MIN_GAIN`` (or made it exact), and keep that stage's fit,
 which used every query spent. A stage can only be judged by spending it, so a stop saves the
 stages after it, and the fits of the earlier stages cost CPU (about as much again as the last).
@@ -13,7 +13,6 @@ stages after it, and the fits of the earlier stages cost CPU (about as much agai
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from spex_ray.design import MIN_FILLED_B, Design, FilledDesign, SpexDesign, UniformDesign, spex_num_queries
 from spex_ray.interactions import Interactions
-from spex_ray.methods import MethodPlan
+from spex_ray.methods import Method
 
 __all__ = ["MIN_GAIN", "MIN_STAGE", "AdaptiveFit", "fit_adaptive", "prefix_design", "stages"]
 
@@ -76,18 +75,18 @@ def prefix_design(design: Design, queries: int) -> Design:
     raise ValueError(f"{queries} queries are not a stage of {design.params()}")
 
 
-def fit_adaptive(plan: MethodPlan, values_of: Callable[[int, int], np.ndarray], min_gain: float = MIN_GAIN) -> AdaptiveFit:
-    """Spend ``plan``'s queries stage by stage (``values_of(start, stop)``: float values of query
+def fit_adaptive(method: Method, values_of: Callable[[int, int], np.ndarray], min_gain: float = MIN_GAIN) -> AdaptiveFit:
+    """Spend ``method``'s queries stage by stage (``values_of(start, stop)``: float values of query
     ids [start, stop)) until a stage raises the cross-validated R² by less than ``min_gain``."""
-    if plan.method != "spex-hybrid":
-        raise ValueError(f"adaptive budgets need spex-hybrid (a cross-validated fit), not {plan.method}")
-    values = np.empty(plan.num_queries)
+    if method.name != "spex-hybrid":
+        raise ValueError(f"adaptive budgets need spex-hybrid (a cross-validated fit), not {method.name}")
+    values = np.empty(method.num_queries)
     spent, history = 0, []
-    for count in stages(plan.design):
+    for count in stages(method.design):
         values[spent:count] = values_of(spent, count)
         spent = count
-        result, r2 = dataclasses.replace(plan, design=prefix_design(plan.design, count)).fit_cv(values[:count])
+        result, r2 = method.with_design(prefix_design(method.design, count)).fit_cv(values[:count])
         history.append((count, r2))
         if r2 >= _EXACT or (len(history) > 1 and r2 - history[-2][1] < min_gain):
             break
-    return AdaptiveFit(result, spent, plan.num_queries, tuple(history))
+    return AdaptiveFit(result, spent, method.num_queries, tuple(history))

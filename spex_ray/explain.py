@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from spex_ray.design import Design
 from spex_ray.interactions import Interactions
 from spex_ray.methods import DEFAULT_METHOD, plan_method
 
@@ -31,7 +33,8 @@ def explain(
     ``value_fn`` maps bool masks (B, n) — True = feature kept — to float values (B,); it is called
     on batches of at most ``batch_size`` masks. ``budget`` is the number of queries: the default
     method (spex-hybrid) spends all of it, SPEX-only methods the largest SPEX design within it (see
-    ``plan_method`` for the other ``options``: b, t, groups, seed, max_order, refit, trees).
+    ``spex_ray.methods.MethodOptions`` for the other ``options``: b, t, groups, seed, max_order,
+    refit, trees).
     ``adaptive=True`` (spex-hybrid) makes the budget a cap: queries go out in stages and stop once
     a stage raises the cross-validated R² by less than 0.01 (``spex_ray.adaptive``; call
     ``fit_adaptive`` there for the queries spent and saved).
@@ -45,34 +48,37 @@ def explain(
         raise ValueError(f"got {len(feature_names)} feature names for n={n} features")
     if adaptive and budget is None:
         raise ValueError("adaptive=True needs a budget: the most queries to spend")
-    plan = plan_method(method, n, budget=budget, **options)
+    fitter = plan_method(method, n, budget=budget, **options)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=plan.num_queries, desc=f"{plan.method} queries", unit="query")
-
-    def values_of(first: int, last: int) -> np.ndarray:
-        values = np.empty(last - first)
-        for start in range(first, last, batch_size):
-            stop = min(start + batch_size, last)
-            masks = plan.design.masks(start, stop)
-            values[start - first : stop - first] = _checked(value_fn(masks), masks.shape, start)
-            if bar is not None:
-                bar.update(stop - start)
-        return values
-
+        bar = tqdm(total=fitter.num_queries, desc=f"{fitter.name} queries", unit="query")
+    values_of = functools.partial(_values, value_fn, fitter.design, batch_size, bar)
     if adaptive:
         from spex_ray.adaptive import fit_adaptive
 
-        result = fit_adaptive(plan, values_of).interactions
+        result = fit_adaptive(fitter, values_of).interactions
     else:
-        result = plan.fit(values_of(0, plan.num_queries))
+        result = fitter.fit(values_of(0, fitter.num_queries))
     if bar is not None:
         bar.close()
     if feature_names is not None:
         result = result.with_feature_names(feature_names)
     return result if index == "fourier" else result.to(index, order=order)
+
+
+def _values(value_fn: ValueFunction, design: Design, batch_size: int, bar: Any, first: int, last: int) -> np.ndarray:
+    """float (last - first,): ``value_fn``'s values of query ids [first, last), asked in batches of
+    at most ``batch_size`` masks; each batch advances the progress ``bar`` (None: no bar)."""
+    values = np.empty(last - first)
+    for start in range(first, last, batch_size):
+        stop = min(start + batch_size, last)
+        masks = design.masks(start, stop)
+        values[start - first : stop - first] = _checked(value_fn(masks), masks.shape, start)
+        if bar is not None:
+            bar.update(stop - start)
+    return values
 
 
 def _checked(returned: object, shape: tuple[int, int], first_query: int) -> np.ndarray:

@@ -1,48 +1,144 @@
-"""Explanation methods behind one interface: a query design plus a fit from values to interactions.
+"""Explanation methods: one registry of ``Method`` classes, one ``MethodOptions`` type.
 
-``plan_method(method, n, ...)`` returns a ``MethodPlan``: ``.design`` says which masks to query
-(``design.masks(start, stop)``, True = kept) and ``.fit(values)`` turns the values of those
-queries, in query-id order, into Fourier-basis ``Interactions``. Equal ``params()`` mean equal
-masks and equal results, which is what the pipeline's resume and caching rely on.
+A method is a ``Method`` subclass registered under its ``name`` (``METHODS``, default
+``DEFAULT_METHOD``). ``Method.for_example(n, options)`` gives the method applied to one example of
+``n`` features: ``.design`` says which masks to query (``design.masks(start, stop)``, True = kept)
+and ``.fit(values)`` turns the values of those queries, in query-id order, into Fourier-basis
+``Interactions``. ``plan_method(name, n, **options)`` does the same by name. A design is a
+deterministic function of (name, n, options): equal ``params()`` mean equal masks and equal
+results, which is what the pipeline's resume and caching rely on.
+
+``MethodOptions`` is the one options type of ``spex_ray.explain``, ``plan_method`` and the job
+config (whose keys have the same names); ``MethodOptions.problems()`` names each bad value's key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-import typing
-from typing import Any, Literal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from spex_ray.design import FilledDesign, SpexDesign, UniformDesign, design_for_budget, spex_num_queries
+from spex_ray.design import MAX_B, Design, SpexDesign, UniformDesign, design_for_budget, spex_num_queries
 from spex_ray.interactions import Interactions
-from spex_ray.peeling import check_values, decode
+from spex_ray.peeling import Decoder, check_values, decode
 
-MethodName = Literal["spex-hybrid", "spex-hard", "spex-soft", "proxyspex", "lasso", "faith-banzhaf"]
-METHODS: tuple[str, ...] = typing.get_args(MethodName)
+__all__ = ["DEFAULT_METHOD", "METHODS", "Method", "MethodOptions", "method_class", "plan_method"]
+
 #: The default of ``explain``, ``plan_method`` and the job config: the most faithful per query in BENCHMARKS.md.
 DEFAULT_METHOD = "spex-hybrid"
 #: Tree libraries of spex-hybrid and proxyspex (``spex_ray.trees``, imported only when fitting).
 TREE_LIBRARIES: tuple[str, ...] = ("lightgbm", "sklearn")
+#: Refits of spex-hard and spex-soft (None: the peeled amplitudes).
+REFITS: tuple[str, ...] = ("ls", "lasso")
 #: b used when neither a budget nor b is given.
 DEFAULT_B = 6
+#: The largest BCH error capacity t: SPEX's queries grow with the parity bits (about t·log2(n) per
+#: group and bin), and past this a design is almost all parity.
+MAX_T = 64
 
 
 @dataclass(frozen=True)
-class MethodPlan:
-    """One method applied to one example of n features: its design and its fit."""
+class MethodOptions:
+    """Options of every method (each method reads the ones it needs).
 
-    method: str
-    design: SpexDesign | UniformDesign | FilledDesign
-    options: dict[str, Any] = field(default_factory=dict)
+    ``budget``: queries to spend; ``b``: SPEX bins per group 2^b (sizes the design instead of the
+    budget); ``t``: BCH error capacity; ``groups``: SPEX subsampling groups; ``seed``: of the
+    design; ``max_order``: the regression baselines' order (capped at 2); ``refit``: spex-hard's and
+    spex-soft's refit ("ls", "lasso" or None); ``trees``: the tree library ("lightgbm" or "sklearn").
+    """
+
+    budget: int | None = None
+    b: int | None = None
+    t: int = 5
+    groups: int = 3
+    seed: int = 0
+    max_order: int = 2
+    refit: str | None = "ls"
+    trees: str = "lightgbm"
+
+    #: Bounds of the numeric options: key -> (lowest, highest). The highest keep a design within what a
+    #: machine can plan (a SPEX design of b bins per group has 2^b x ... queries).
+    BOUNDS: ClassVar[dict[str, tuple[int, int | None]]] = {
+        "budget": (1, 100_000_000), "b": (1, MAX_B), "t": (1, MAX_T), "groups": (1, None),
+        "max_order": (1, 127), "seed": (0, 2**63 - 1),
+    }
+    #: Allowed values of the options that name a choice.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"refit": REFITS, "trees": TREE_LIBRARIES}
+    #: Choices that may also be None.
+    NULLABLE: ClassVar[tuple[str, ...]] = ("refit",)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for each bad value, e.g. ("b", "must be <= 20, got 30"); [] if none."""
+        found = []
+        for key, (low, high) in self.BOUNDS.items():
+            value = getattr(self, key)
+            if value is not None and value < low:
+                found.append((key, f"must be >= {low}, got {value}"))
+            elif value is not None and high is not None and value > high:
+                found.append((key, f"must be <= {high}, got {value}"))
+        for key, allowed in self.CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed and not (value is None and key in self.NULLABLE):
+                found.append((key, f"must be one of {', '.join(allowed)}; got {value!r}"))
+        return found
+
+    def check(self) -> None:
+        """ValueError naming every bad value's key (``problems``), if any."""
+        found = self.problems()
+        if found:
+            raise ValueError("; ".join(f"{key} {problem}" for key, problem in found))
+
+
+class Method(ABC):
+    """One explanation method applied to one example: its query design and its fit.
+
+    Subclasses set ``name`` and implement ``design_for`` (a deterministic function of n and the
+    options) and ``_fit``; ``@register`` adds them to ``METHODS``.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, design: Design, options: MethodOptions):
+        self.design, self.options = design, options
+
+    @classmethod
+    def for_example(cls, n: int, options: MethodOptions = MethodOptions()) -> Method:
+        """The method for an example of ``n`` features; ValueError naming the problem when there is none."""
+        if n < 1:
+            raise ValueError(f"an explanation needs at least 1 feature, got n={n}")
+        options.check()
+        return cls(cls.design_for(n, options), options)
+
+    @classmethod
+    @abstractmethod
+    def design_for(cls, n: int, options: MethodOptions) -> Design:
+        """The queries of an example of ``n`` features."""
+
+    @abstractmethod
+    def _fit(self, values: np.ndarray) -> Interactions:
+        """``fit`` without the thread limit."""
+
+    def fit_params(self) -> dict[str, Any]:
+        """The options that change the fit (beyond the design)."""
+        return {}
 
     @property
     def num_queries(self) -> int:
         return self.design.num_queries
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params()})"
+
+    def with_design(self, design: Design) -> Method:
+        """This method over another design (e.g. a prefix of this one's queries)."""
+        return type(self)(design, self.options)
+
     def params(self) -> dict[str, Any]:
-        return {"method": self.method, "design": self.design.params(), **self.options}
+        """{"method", "design": design.params(), **fit_params()}: equal params, equal masks and results."""
+        return {"method": self.name, "design": self.design.params(), **self.fit_params()}
 
     def fit(self, values: np.ndarray) -> Interactions:
         """Fourier-basis interactions from float values (num_queries,) in query-id order. Runs on one
@@ -53,49 +149,31 @@ class MethodPlan:
 
     def fit_cv(self, values: np.ndarray) -> tuple[Interactions, float]:
         """``fit``'s interactions and their cross-validated R² on the design's own queries
-        (1 − CV mean squared error / variance of the values; spex-hybrid only)."""
-        if self.method != "spex-hybrid":
-            raise ValueError(f"a cross-validated fit (adaptive budgets) needs spex-hybrid, not {self.method}")
-        from spex_ray.hybrid import fit_spex_hybrid_cv
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            result, error = fit_spex_hybrid_cv(self.design, values, backend=self.options["trees"])
-        variance = float(np.var(values))
-        return result, 1.0 - error / variance if variance > 0 else 1.0
-
-    def _fit(self, values: np.ndarray) -> Interactions:
-        if self.method == "spex-hybrid":
-            from spex_ray.hybrid import fit_spex_hybrid  # imports scikit-learn and the tree library
-
-            return fit_spex_hybrid(self.design, values, backend=self.options["trees"])
-        if self.method.startswith("spex"):
-            decoder = "hard" if self.method == "spex-hard" else "soft"
-            return decode(self.design, values, decoder, refit=self.options["refit"])
-        from spex_ray import baselines  # imports scikit-learn: only when a baseline is used
-
-        values = check_values(values, self.num_queries)
-        masks = self.design.masks()
-        if self.method == "lasso":
-            return baselines.fit_lasso(masks, values, order=self.options["order"], seed=self.design.seed)
-        if self.method == "faith-banzhaf":
-            return baselines.fit_faith_banzhaf(masks, values, order=self.options["order"])
-        return baselines.fit_proxyspex(masks, values, seed=self.design.seed, backend=self.options["trees"])
+        (1 − CV mean squared error / variance of the values); only methods that cross-validate
+        their fit (spex-hybrid) have it."""
+        raise ValueError(f"a cross-validated fit (adaptive budgets) needs spex-hybrid, not {self.name}")
 
 
-def plan_method(
-    method: str | None,
-    n: int,
-    *,
-    budget: int | None = None,
-    b: int | None = None,
-    t: int = 5,
-    groups: int = 3,
-    seed: int = 0,
-    max_order: int = 2,
-    refit: str | None = "ls",
-    trees: str = "lightgbm",
-) -> MethodPlan:
-    """Plan ``method`` (None: ``DEFAULT_METHOD``, spex-hybrid) for an example of ``n`` features.
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add ``cls`` to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_class(name: str | None) -> type[Method]:
+    """The registered class of ``name`` (None: ``DEFAULT_METHOD``); ValueError for an unknown name."""
+    name = DEFAULT_METHOD if name is None else name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def plan_method(method: str | None, n: int, **options: Any) -> Method:
+    """``method`` (None: ``DEFAULT_METHOD``, spex-hybrid) for an example of ``n`` features;
+    ``options``: the fields of ``MethodOptions``.
 
     Queries: ``b`` sizes a SPEX design (SPEX's count at that b, for every method: equal-budget
     comparisons); otherwise ``budget`` is spent whole by spex-hybrid (``design.design_for_budget``:
@@ -107,28 +185,145 @@ def plan_method(
     spex-hybrid (soft decoding, SPEX's support plus tree terms chosen by cross-validation, least
     squares or ridge refit; see ``spex_ray.hybrid``) and proxyspex.
     """
-    method = DEFAULT_METHOD if method is None else method
-    if trees not in TREE_LIBRARIES:
-        raise ValueError(f"trees must be one of {', '.join(TREE_LIBRARIES)}, got {trees!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if n < 1:
-        raise ValueError(f"an explanation needs at least 1 feature, got n={n}")
-    if budget is not None and budget < 1:
-        raise ValueError(f"budget must be a positive number of queries, got {budget}")
-    if method == "spex-hybrid" and b is None and budget is not None:
-        return MethodPlan(method, design_for_budget(n, budget, t, groups, seed), {"trees": trees})
-    if method.startswith("spex"):
-        if b is not None:
-            design = SpexDesign(n, b, t, groups, seed)
-        elif budget is not None:
-            design = SpexDesign.for_budget(n, budget, t, groups, seed)
-        else:
-            design = SpexDesign(n, DEFAULT_B, t, groups, seed)
-        if method == "spex-hybrid":
-            return MethodPlan(method, design, {"trees": trees})
-        return MethodPlan(method, design, {"refit": refit})
-    if budget is None:
-        budget = spex_num_queries(n, DEFAULT_B if b is None else b, t, groups)
-    options = {"order": min(max(max_order, 1), 2)} if method in ("lasso", "faith-banzhaf") else {"trees": trees}
-    return MethodPlan(method, UniformDesign(n, budget, seed), options)
+    return method_class(method).for_example(n, MethodOptions(**options))
+
+
+def _spex_design(n: int, options: MethodOptions) -> SpexDesign:
+    """SPEX's design at ``b``, else the largest within ``budget``, else at ``DEFAULT_B``."""
+    if options.b is not None:
+        return SpexDesign(n, options.b, options.t, options.groups, options.seed)
+    if options.budget is not None:
+        return SpexDesign.for_budget(n, options.budget, options.t, options.groups, options.seed)
+    return SpexDesign(n, DEFAULT_B, options.t, options.groups, options.seed)
+
+
+@register
+class SpexHybrid(Method):
+    """SPEX's soft-decoded support plus boosted-tree terms, chosen by cross-validation and refit
+    (``spex_ray.hybrid``); spends a whole budget (``design_for_budget``) unless ``b`` is given."""
+
+    name = "spex-hybrid"
+
+    @classmethod
+    def design_for(cls, n: int, options: MethodOptions) -> Design:
+        if options.b is None and options.budget is not None:
+            return design_for_budget(n, options.budget, options.t, options.groups, options.seed)
+        return _spex_design(n, options)
+
+    def fit_params(self) -> dict[str, Any]:
+        return {"trees": self.options.trees}
+
+    def _fit(self, values: np.ndarray) -> Interactions:
+        return self._fit_cv(values)[0]
+
+    def fit_cv(self, values: np.ndarray) -> tuple[Interactions, float]:
+        with threadpool_limits(limits=1, user_api="blas"):
+            result, error = self._fit_cv(values)
+        variance = float(np.var(values))
+        return result, 1.0 - error / variance if variance > 0 else 1.0
+
+    def _fit_cv(self, values: np.ndarray) -> tuple[Interactions, float]:
+        from spex_ray.hybrid import fit_spex_hybrid_cv  # imports scikit-learn and the tree library
+
+        return fit_spex_hybrid_cv(self.design, values, backend=self.options.trees)
+
+
+class _SpexDecoding(Method):
+    """SPEX's design (``_spex_design``) decoded by peeling, then refit (``options.refit``)."""
+
+    decoder: ClassVar[Decoder]
+
+    @classmethod
+    def design_for(cls, n: int, options: MethodOptions) -> Design:
+        return _spex_design(n, options)
+
+    def fit_params(self) -> dict[str, Any]:
+        return {"refit": self.options.refit}
+
+    def _fit(self, values: np.ndarray) -> Interactions:
+        return decode(self.design, values, self.decoder, refit=self.options.refit)
+
+
+@register
+class SpexHard(_SpexDecoding):
+    """SPEX with hard BCH decoding."""
+
+    name = "spex-hard"
+    decoder = "hard"
+
+
+@register
+class SpexSoft(_SpexDecoding):
+    """SPEX with soft BCH decoding."""
+
+    name = "spex-soft"
+    decoder = "soft"
+
+
+class _UniformMasks(Method):
+    """A baseline fit on ``budget`` uniform masks (without a budget: SPEX's count at ``b``, else at
+    ``DEFAULT_B``: equal-budget comparisons)."""
+
+    @classmethod
+    def design_for(cls, n: int, options: MethodOptions) -> Design:
+        budget = options.budget
+        if budget is None:
+            budget = spex_num_queries(n, DEFAULT_B if options.b is None else options.b, options.t, options.groups)
+        return UniformDesign(n, budget, options.seed)
+
+    def _fit(self, values: np.ndarray) -> Interactions:
+        return self._fit_masks(self.design.masks(), check_values(values, self.num_queries))
+
+    @abstractmethod
+    def _fit_masks(self, masks: np.ndarray, values: np.ndarray) -> Interactions:
+        """The fit from masks bool (Q, n) (True = kept) and their values float (Q,)."""
+
+
+@register
+class ProxySpex(_UniformMasks):
+    """ProxySPEX: boosted trees, their Fourier transform, the terms holding most energy, ridge refit."""
+
+    name = "proxyspex"
+
+    def fit_params(self) -> dict[str, Any]:
+        return {"trees": self.options.trees}
+
+    def _fit_masks(self, masks: np.ndarray, values: np.ndarray) -> Interactions:
+        from spex_ray.baselines import fit_proxyspex  # imports scikit-learn: only when a baseline is used
+
+        return fit_proxyspex(masks, values, seed=self.design.seed, backend=self.options.trees)
+
+
+class _Regression(_UniformMasks):
+    """A regression on the parity basis up to order min(max_order, 2)."""
+
+    def fit_params(self) -> dict[str, Any]:
+        return {"order": min(self.options.max_order, 2)}
+
+
+@register
+class Lasso(_Regression):
+    """LASSO on the parity basis, its penalty chosen by cross-validation."""
+
+    name = "lasso"
+
+    def _fit_masks(self, masks: np.ndarray, values: np.ndarray) -> Interactions:
+        from spex_ray.baselines import fit_lasso
+
+        return fit_lasso(masks, values, order=self.fit_params()["order"], seed=self.design.seed)
+
+
+@register
+class FaithBanzhaf(_Regression):
+    """Least squares on the parity basis (Faith-Banzhaf)."""
+
+    name = "faith-banzhaf"
+
+    def _fit_masks(self, masks: np.ndarray, values: np.ndarray) -> Interactions:
+        from spex_ray.baselines import fit_faith_banzhaf
+
+        return fit_faith_banzhaf(masks, values, order=self.fit_params()["order"])
+
+
+#: The registered methods' names, ``DEFAULT_METHOD`` first.
+METHODS: tuple[str, ...] = tuple(_REGISTRY)

@@ -37,7 +37,7 @@ except ImportError as err:  # pragma: no cover - exercised without shapiq instal
 
 from spex_ray.explain import explain
 from spex_ray.interactions import Interactions
-from spex_ray.methods import plan_method
+from spex_ray.methods import DEFAULT_METHOD, plan_method
 
 __all__ = ["SHAPIQ_INDEX", "SpexRay", "from_shapiq", "to_shapiq"]
 
@@ -94,7 +94,7 @@ class SpexRay(Approximator):
 
     ``method`` is any of ``spex_ray.METHODS`` (default ``spex-hybrid``: SPEX's BCH-coded queries
     and peeled support plus boosted-tree terms, the most faithful per query in BENCHMARKS.md);
-    ``options`` go to ``spex_ray.plan_method`` (``b``, ``t``, ``refit``, ``trees``...). The game is
+    ``options`` are ``spex_ray.MethodOptions`` fields (``b``, ``t``, ``refit``, ``trees``...). The game is
     called with bool coalitions (n_coalitions, n) -> values, in batches of at most ``batch_size``.
     The whole Fourier fit is converted to ``index`` at ``max_order``; ``k-SII`` is aggregated by
     shapiq from SII.
@@ -108,7 +108,7 @@ class SpexRay(Approximator):
         index: str = "FSII",
         max_order: int = 2,
         *,
-        method: str = "spex-hybrid",
+        method: str = DEFAULT_METHOD,
         top_order: bool = False,
         random_state: int | None = None,
         batch_size: int = 1024,

@@ -50,7 +50,7 @@ def test_one_default_everywhere():
 
     assert DEFAULT_METHOD == "spex-hybrid" == METHODS[0]
     assert inspect.signature(explain).parameters["method"].default == DEFAULT_METHOD
-    assert plan_method(None, 30, b=4).method == DEFAULT_METHOD
+    assert plan_method(None, 30, b=4).name == DEFAULT_METHOD
     assert JobConfig.__dataclass_fields__["method"].default == DEFAULT_METHOD
 
 
@@ -149,3 +149,19 @@ def test_adaptive_budget_needs_a_budget_and_spex_hybrid():
         explain(lambda m: np.zeros(len(m)), 10, adaptive=True)
     with pytest.raises(ValueError, match="adaptive budgets need spex-hybrid"):
         explain(lambda m: np.zeros(len(m)), 10, budget=2000, method="proxyspex", adaptive=True)
+
+
+def test_one_registry_of_method_classes_and_one_options_type():
+    from spex_ray import Method, MethodOptions
+    from spex_ray.methods import method_class
+
+    assert all(issubclass(method_class(name), Method) and method_class(name).name == name for name in METHODS)
+    assert method_class(None).name == "spex-hybrid"
+    assert MethodOptions(b=30, refit=None, trees="xgboost").problems() == [
+        ("b", "must be <= 20, got 30"), ("trees", "must be one of lightgbm, sklearn; got 'xgboost'")]
+    with pytest.raises(ValueError, match="b must be <= 20, got 30"):
+        explain(lambda m: np.zeros(len(m)), 10, b=30)
+    with pytest.raises(TypeError, match="budgets"):
+        plan_method(None, 10, budgets=100)
+    method = plan_method("lasso", 30, budget=500, max_order=5)
+    assert method.params() == {"method": "lasso", "design": method.design.params(), "order": 2}
