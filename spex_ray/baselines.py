@@ -22,6 +22,7 @@ from sklearn.linear_model import Lasso, LassoCV, RidgeCV
 from sklearn.model_selection import KFold
 
 from spex_ray.interactions import Interactions
+from spex_ray.refit import FOLDS
 from spex_ray.trees import GRID_COUNTS, GRID_DEPTHS, GRID_RATES, TreeBackend, select_trees, tree_backend, tree_fourier
 
 __all__ = [
@@ -36,7 +37,6 @@ MAX_DESIGN_ENTRIES = 2**28
 MIN_MASKS = 10
 
 _FLOAT64_DESIGN_ENTRIES = 2**24
-_N_FOLDS = 5
 _N_ALPHAS = 20
 _ALPHA_RATIO = 1e-2
 _LSTSQ_RIDGE = 1e-9
@@ -66,7 +66,7 @@ def fit_lasso(
     if alpha is None:
         model = LassoCV(
             alphas=_lasso_alphas(design, y),
-            cv=KFold(_N_FOLDS, shuffle=True, random_state=seed),
+            cv=KFold(FOLDS, shuffle=True, random_state=seed),
             copy_X=False,
         )
     else:
@@ -130,7 +130,7 @@ def fit_proxyspex(
     features = x.astype(np.float64)
     depth, rate, count = select_trees(trees, features, y, depths, rates, counts, seed)
     forest = trees.fit(features, y, depth=depth, learning_rate=rate, n_estimators=count, seed=seed)
-    keys, coef, constant = tree_fourier(trees.read(forest), x.shape[1])
+    keys, coef, _ = tree_fourier(trees.read(forest), x.shape[1])
     kept = _energy_support(coef, energy)
     return _ridge_refit(x, y, keys[kept])
 

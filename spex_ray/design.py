@@ -105,10 +105,6 @@ class SpexDesign:
         offset = first_l * per_l
         return block.reshape(-1, self.n)[start - offset : stop - offset]
 
-    def packed_masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """uint8 (rows, ceil(n/8)): ``np.packbits(masks(start, stop), axis=1)``."""
-        return np.packbits(self.masks(start, stop), axis=1)
-
     def bins(self, supports: np.ndarray) -> np.ndarray:
         """int (groups, B): the bin M_cᵀk of each support; ``supports`` int (B, w) padded with -1."""
         padded = np.concatenate([self.subsampling, np.zeros((self.groups, 1, self.b), dtype=bool)], axis=1)
@@ -151,10 +147,6 @@ class UniformDesign:
         offset = first * _UNIFORM_BLOCK
         return np.concatenate(blocks)[start - offset : stop - offset]
 
-    def packed_masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """uint8 (rows, ceil(n/8)): ``np.packbits(masks(start, stop), axis=1)``."""
-        return np.packbits(self.masks(start, stop), axis=1)
-
 
 class FilledDesign:
     """``spex``'s queries, then ``fill`` uniform masks (``UniformDesign`` stream ``FILL_STREAM``).
@@ -182,10 +174,6 @@ class FilledDesign:
         parts = [self.spex.masks(min(start, coded), min(stop, coded)),
                  self._uniform.masks(max(start, coded) - coded, max(stop, coded) - coded)]
         return np.concatenate(parts)
-
-    def packed_masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """uint8 (rows, ceil(n/8)): ``np.packbits(masks(start, stop), axis=1)``."""
-        return np.packbits(self.masks(start, stop), axis=1)
 
 
 Design = SpexDesign | UniformDesign | FilledDesign

@@ -24,6 +24,7 @@ from spex_ray.interactions import Interactions
 Refit = Literal["ls", "lasso"] | None
 Support = list[tuple[int, ...]]
 
+#: Folds of every cross-validation in the core (refit supports, tree grids, LASSO penalties).
 FOLDS = 5
 #: Tikhonov jitter of the cross-validation solves and of the final refit, relative to the mean
 #: Gram diagonal: keeps a rank-deficient support solvable; the refit's is small enough that exact

@@ -17,6 +17,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from spex_ray.refit import FOLDS
+
 __all__ = ["GRID_COUNTS", "GRID_DEPTHS", "GRID_RATES", "TreeArrays", "TreeBackend", "cross_validate_trees",
            "select_trees", "sum_by_key", "tree_backend", "tree_fourier"]
 
@@ -27,7 +29,6 @@ GRID_DEPTHS = (3, 5)
 GRID_RATES = (0.2,)
 GRID_COUNTS = (50, 100, 200)
 
-_N_FOLDS = 5
 _LEAF_BLOCK_ENTRIES = 2**22
 
 
@@ -278,7 +279,7 @@ def sum_by_key(keys: np.ndarray, coef: np.ndarray, n: int) -> tuple[np.ndarray, 
 def select_trees(trees, x, y, depths, rates, counts, seed) -> tuple[int, float, int]:
     """The (depth, learning rate, count) with the least 5-fold cross-validated squared error (folds shuffled with ``seed``)."""
     fold = np.empty(len(y), dtype=np.int64)
-    for k, (_, test) in enumerate(KFold(_N_FOLDS, shuffle=True, random_state=seed).split(x)):
+    for k, (_, test) in enumerate(KFold(FOLDS, shuffle=True, random_state=seed).split(x)):
         fold[test] = k
     return cross_validate_trees(trees, x, y, fold, depths, rates, counts, seed)[0]
 
@@ -291,7 +292,7 @@ def cross_validate_trees(trees, x, y, fold, depths, rates, counts, seed) -> tupl
     for depth in depths:
         for rate in rates:
             errors, models = np.zeros(len(counts)), []
-            for k in range(_N_FOLDS):
+            for k in range(FOLDS):
                 train, test = fold != k, fold == k
                 model = trees.fit(x[train], y[train], depth=depth, learning_rate=rate,
                                   n_estimators=max(counts), seed=seed)
