@@ -244,7 +244,20 @@ def render_page(output: Path, views: list[dict], table: pa.Table, indices: list[
 <div class="spx-tools"><input id="spx-find" type="search" placeholder="Find a word" aria-label="find a word in the table">
 <button id="spx-csv" title="the table as a CSV file">Download CSV</button></div>
 <div class="spx-scroll" id="spx-recurring"></div>
-<h2 id="spx-examples-head">Examples</h2>
+{_examples_section(scale)}
+</div>
+<script type="application/json" id="spx-data">{script_json(data)}</script>
+<script>{asset("view.js")}</script>
+<script>{asset("report.js")}</script>
+</body>
+</html>
+"""
+
+
+def _examples_section(scale: float) -> str:
+    """The examples' heading, their filter, sort and paging tools, and the (script-filled) list;
+    ``scale``: the dataset-wide colour scale."""
+    return f"""<h2 id="spx-examples-head">Examples</h2>
 <div class="spx-sticky">
 <div class="spx-tools">
 <input id="spx-query" type="search" placeholder="Filter by example id" aria-label="filter by example id">
@@ -268,14 +281,7 @@ def render_page(output: Path, views: list[dict], table: pa.Table, indices: list[
 <div id="spx-examples"></div>
 <div class="spx-tools"><span class="spx-grow"></span><span class="spx-count"></span>
 <button class="spx-prev spx-bottom">‹ Prev</button><span class="spx-pageno"></span>
-<button class="spx-next spx-bottom">Next ›</button></div>
-</div>
-<script type="application/json" id="spx-data">{script_json(data)}</script>
-<script>{asset("view.js")}</script>
-<script>{asset("report.js")}</script>
-</body>
-</html>
-"""
+<button class="spx-next spx-bottom">Next ›</button></div>"""
 
 
 def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str:

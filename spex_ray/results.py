@@ -45,21 +45,8 @@ def read_explanations(path: str | Path, index: str | None = None):
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
-    files = _parquet_files(Path(path))
-    schema = pa.unify_schemas([pq.read_schema(file) for file in files])
-    if "fit_r2" not in schema.names:  # schema version 1
-        schema = schema.append(pa.field("fit_r2", pa.float64()))
-    row_filter = pc.field("status") == "ok"
-    if index is not None:
-        row_filter &= pc.field("index") == index
-    table = ds.dataset([str(file) for file in files], format="parquet", schema=schema).to_table(
-        columns=["example_id", "index", "method", "features", "interactions", "faithfulness_r2", "fit_r2"],
-        filter=row_filter,
-    )
-    table = table.sort_by([("example_id", "ascending"), ("index", "ascending")])
+    table = _ok_rows(_parquet_files(Path(path)), index)
     terms = table.column("interactions").combine_chunks()
     row_of_term = pc.list_parent_indices(terms).to_numpy()
     flat = pc.list_flatten(terms)
@@ -73,7 +60,7 @@ def read_explanations(path: str | Path, index: str | None = None):
     key_words = pc.list_flatten(words).take(pa.array(word_starts[row_of_position] + positions))
     bounds = np.concatenate([[0], np.cumsum(order)])
     per_row = {name: table.column(name).to_numpy() for name in ("example_id", "index", "method")}
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "example_id": per_row["example_id"][row_of_term],
             "index_name": per_row["index"][row_of_term],
@@ -87,7 +74,27 @@ def read_explanations(path: str | Path, index: str | None = None):
         },
         columns=list(FRAME_COLUMNS),
     )
-    return frame
+
+
+def _ok_rows(files: list[Path], index: str | None):
+    """The ``ok`` rows of ``files`` (of ``index``; None: all) as a pyarrow Table sorted by example id
+    then index, with the columns ``read_explanations`` reads (``fit_r2`` null in schema version 1)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    schema = pa.unify_schemas([pq.read_schema(file) for file in files])
+    if "fit_r2" not in schema.names:  # schema version 1
+        schema = schema.append(pa.field("fit_r2", pa.float64()))
+    row_filter = pc.field("status") == "ok"
+    if index is not None:
+        row_filter &= pc.field("index") == index
+    table = ds.dataset([str(file) for file in files], format="parquet", schema=schema).to_table(
+        columns=["example_id", "index", "method", "features", "interactions", "faithfulness_r2", "fit_r2"],
+        filter=row_filter,
+    )
+    return table.sort_by([("example_id", "ascending"), ("index", "ascending")])
 
 
 def interactions_from_row(row: Mapping) -> Interactions:
