@@ -3,7 +3,7 @@
 Mask convention: ``keep[b, i]`` True/1 = feature ``i`` kept in query row ``b``, False/0 = masked.
 """
 
-from connectors.base import BACKENDS, Backend, Example, Score, build_backend, example_renderer
+from connectors.base import BACKENDS, Backend, Example, RateLimits, Score, build_backend, example_renderer
 from spex_ray.text import Renderer, Strategy, Unit, featurize, render
 from connectors.vader import VaderBackend
 
@@ -11,6 +11,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "Example",
+    "RateLimits",
     "Renderer",
     "Score",
     "Strategy",
