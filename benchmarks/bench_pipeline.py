@@ -1,4 +1,5 @@
-"""Pipeline speed and scale (issue 3): the Ray job next to a plain loop, scorer scaling, driver memory.
+"""Pipeline speed and scale (issue 3): the job on Ray next to the same job in one process, scorer
+scaling, driver memory.
 
     python benchmarks/bench_pipeline.py              # all three cases, full size (~9 min on 2 busy cores)
     python benchmarks/bench_pipeline.py --quick      # everything shrunk (70-90 s, mostly 4 Ray start-ups)
@@ -6,13 +7,14 @@
 
 Cases:
   1. The 100 reviews of at most 256 words in ../shared/data/sentiment.csv (beside the checkout), VADER, spex-hard b = 6,
-     200 held-out masks, fbii: the wall time of ``spex-ray run`` on a fresh local Ray cluster
-     (process start to exit, Ray start included) with 2 actors next to a plain single-process loop
-     over the same masks and batch size (VaderBackend.score, plan_method(...).fit, held-out R^2,
-     index conversion), also a fresh process. Target: job <= 1.2x the loop. The job's driver records
-     when Ray and the actors are up, when each batch is scored and each decode is done (whether
-     decoding overlapped scoring), and the CPU time of all its processes, which unlike the wall
-     time does not depend on how much of the shared machine the job got.
+     200 held-out masks, fbii: the wall time of the job on a fresh local Ray cluster
+     (``RayExecutor``; process start to exit, Ray start included) with 2 actors next to the same
+     job run by ``LocalExecutor`` (the same steps, one backend replica and every fit in one
+     process, no Ray; same masks, batches, query log and explanation parts), also a fresh
+     process. Target: Ray <= 1.2x local. The Ray job's driver records when Ray and the actors are
+     up, when each batch is scored and each explanation is written (whether fitting overlapped
+     scoring), and the CPU time of all its processes, which unlike the wall time does not depend
+     on how much of the shared machine the job got.
   2. FakeBackend sleeping 50 ms per batch (a stand-in for GPU or network latency): queries/s with
      1, 2, 4, 8 actors of 0.25 CPU each, four jobs in one driver process and one Ray cluster;
      throughput is counted from "all actors up" to the last scored batch. Target: about linear.
@@ -20,8 +22,9 @@ Cases:
      (FakeBackend without sleep, n = 12, b = 3, a planted function). Target: no growth with the
      number of examples.
 
-Jobs run in driver processes (``--driver``: ``pipelines.cli.main(["run", ...])`` plus timestamps)
-with ``ray.address: local``, so a cluster left by ``ray start`` is never joined; everything is
+Jobs run in driver processes (``--driver``: ``pipelines.runner.run_job`` with a ``RayExecutor``
+subclass noting timestamps; ``--local``: with a timed ``LocalExecutor``) with ``ray.address:
+local``, so a cluster left by ``ray start`` is never joined; everything is
 written into a temporary folder. ``--quick`` figures are a smoke test: Ray and actor start-up
 dominate them. Prints one Markdown table per case.
 """
@@ -57,7 +60,7 @@ SIZES = {
 # ---------------------------------------------------------------- the instrumented driver process
 
 def drive(spec_file: str) -> None:
-    """Run ``spex-ray run`` on each job of the spec in this process, with timestamps; write them as JSON.
+    """Run each job of the spec in this process on a timed ``RayExecutor``; write the timestamps as JSON.
 
     Spec: ``{"jobs": [{"config", "output"}], "shared_cluster": bool, "result": path}``. With
     ``shared_cluster`` one local Ray instance serves every job; otherwise each job starts its own.
@@ -73,67 +76,69 @@ def drive(spec_file: str) -> None:
 
     import ray
 
-    from pipelines import actors, runner
-    from pipelines.cli import main
+    from pipelines.config import load_config
+    from pipelines.runner import run_job
 
     events: dict = {}
-    init_ray, pool_start, collect, decoded, shutdown = (
-        runner._init_ray, actors.ScorerPool.start, actors.ScorerPool.collect, runner._Job._decoded,
-        actors.ScorerPool.shutdown)
-
-    def timed_init_ray(address):
-        start = clock()
-        started = init_ray(address)
-        events["ray_start"] = [start, clock()]
-        return started
-
-    def timed_pool_start(self):
-        infos = pool_start(self)
-        events["pool_ready"] = clock()
-        events["maxrss_ready_mb"] = _maxrss_mb()
-        return infos
-
-    def timed_collect(self, ref):
-        result = collect(self, ref)
-        if result is not None and result.rows is not None:
-            events["scored"].append([clock(), result.rows.num_rows])
-        return result
-
-    def timed_decoded(self, ref, progress):
-        decoded(self, ref, progress)
-        events["decoded"].append(clock())
-
-    def measured_shutdown(self):
-        events["tree_cpu_s"] = _tree_cpu_s() - events["tree_cpu_begin_s"]
-        shutdown(self)
-
-    runner._init_ray = timed_init_ray
-    actors.ScorerPool.shutdown = measured_shutdown
-    actors.ScorerPool.start = timed_pool_start
-    actors.ScorerPool.collect = timed_collect
-    runner._Job._decoded = timed_decoded
-
+    executor = timed_ray_executor(events, clock)
     if spec["shared_cluster"]:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     jobs = []
     for job in spec["jobs"]:
         events.clear()
-        events.update(scored=[], decoded=[], begin=clock(), tree_cpu_begin_s=_tree_cpu_s())
+        events.update(scored=[], fitted=[], begin=clock(), tree_cpu_begin_s=_tree_cpu_s())
         cpu = time.process_time()
-        status = main(["run", job["config"], "--output", job["output"]])
-        events.update(end=clock(), status=status, rss_end_mb=_rss_mb(), maxrss_end_mb=_maxrss_mb(),
+        config = load_config(job["config"])
+        config.output = job["output"]
+        run_job(config, executor=executor)
+        events.update(end=clock(), rss_end_mb=_rss_mb(), maxrss_end_mb=_maxrss_mb(),
                       driver_cpu_s=time.process_time() - cpu)
-        summary = Path(job["output"], "summary.json")
-        events["summary"] = json.loads(summary.read_text()) if summary.exists() else None
+        events["summary"] = json.loads(Path(job["output"], "summary.json").read_text())
         jobs.append(dict(events))
     if spec["shared_cluster"]:
         ray.shutdown()
     Path(spec["result"]).write_text(json.dumps({"jobs": jobs, "began_epoch": began_epoch, "end": clock()}))
 
 
+def timed_ray_executor(events: dict, clock) -> type:
+    """``RayExecutor`` noting into ``events``: when Ray is up (``ray_start``: [begin, end]), when the
+    actors are (``pool_ready``, with the driver's peak RSS), each scored batch (``scored``: [time,
+    rows]), each explanation written (``fitted``), and the CPU of the process tree before the
+    actors are shut down (``tree_cpu_s``)."""
+    from pipelines.calls import BatchResult, FitResult
+    from pipelines.ray_executor import RayExecutor
+
+    class TimedRayExecutor(RayExecutor):
+        def __enter__(self):
+            start = clock()
+            super().__enter__()
+            events["ray_start"] = [start, clock()]
+            return self
+
+        def start(self, backend, spec, journal):
+            infos = super().start(backend, spec, journal)
+            events["pool_ready"] = clock()
+            events["maxrss_ready_mb"] = _maxrss_mb()
+            return infos
+
+        def wait(self):
+            for result in super().wait():
+                if isinstance(result, BatchResult) and result.rows is not None:
+                    events["scored"].append([clock(), result.rows.num_rows])
+                yield result  # the job writes it before asking for the next
+                if isinstance(result, FitResult):
+                    events["fitted"].append(clock())
+
+        def shutdown(self):
+            events["tree_cpu_s"] = _tree_cpu_s() - events["tree_cpu_begin_s"]
+            super().shutdown()
+
+    return TimedRayExecutor
+
+
 def _tree_cpu_s() -> float:
     """CPU seconds (user + system, reaped children included) of this process and its live descendants:
-    the driver, Ray's processes it started, the actors and the decode workers."""
+    the driver, Ray's processes it started, the actors and the fit workers."""
     parents, cpu = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -164,56 +169,36 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# ---------------------------------------------------------------- the plain loop process
+# ---------------------------------------------------------------- the local run process
 
-def plain_loop(spec_file: str) -> None:
-    """Score and decode every example of a job config in this one process; write timings as JSON.
-
-    Same examples (``load_examples``), same masks and batches (the job's query layout: design,
-    held-out, full, empty), same backend class and settings, same fit, R^2 and index conversions.
-    """
+def local_run(spec_file: str) -> None:
+    """Run a job config with ``LocalExecutor`` (the job's steps in this one process, no Ray) into
+    ``spec["output"]``; write timings as JSON: seconds in scoring calls and in fits, CPU seconds."""
     began, began_epoch = time.perf_counter(), time.time()
     spec = json.loads(Path(spec_file).read_text())
 
-    import numpy as np
-
-    from connectors.base import Example
-    from connectors.vader import VaderBackend
+    from pipelines.calls import FitResult
     from pipelines.config import load_config
-    from pipelines.inputs import load_examples
-    from pipelines.method import MethodSpec
-    from pipelines.reduce import decode
-    from spex_ray import plan_method
+    from pipelines.executor import LocalExecutor
+    from pipelines.runner import run_job
+
+    seconds = {"scoring": 0.0, "fitting": 0.0}
+
+    class TimedLocalExecutor(LocalExecutor):
+        def wait(self):
+            start = time.perf_counter()
+            for result in super().wait():  # one call or fit, run before it is yielded
+                seconds["fitting" if isinstance(result, FitResult) else "scoring"] += time.perf_counter() - start
+                yield result
 
     config = load_config(spec["config"])
-    method = MethodSpec.from_config(config)
-    backend = VaderBackend(strategy=config.masking.strategy, mask_token=config.masking.mask_token)
-    batch = config.ray.batch_size
-    scoring = decoding = 0.0
-    queries, r2, errors = 0, [], 0
-    for example in load_examples(config):
-        if not isinstance(example, Example):
-            errors += 1
-            continue
-        plan = plan_method(config.method, example.n, budget=config.budget, b=config.b, t=config.t,
-                           seed=config.seed, max_order=config.max_order, refit=config.refit)
-        layout = method.layout(example.n, plan)
-        values = np.empty(layout.num_queries)
-        start_scoring = time.perf_counter()
-        for start in range(0, layout.num_queries, batch):
-            stop = min(start + batch, layout.num_queries)
-            values[start:stop] = [score.value for score in backend.score(example, layout.masks(start, stop))]
-        start_decoding = time.perf_counter()
-        rows = decode(example, method, layout, values)  # the job's reducer: every row and its R²
-        r2.append(rows[0]["faithfulness_r2"])
-        decoding += time.perf_counter() - start_decoding
-        scoring += start_decoding - start_scoring
-        queries += layout.num_queries
-    finite = [value for value in r2 if value is not None and np.isfinite(value)]
+    config.output = spec["output"]
+    summary = run_job(config, executor=TimedLocalExecutor)
     Path(spec["result"]).write_text(json.dumps({
-        "scoring_s": scoring, "decoding_s": decoding, "queries": queries, "examples": len(r2),
-        "errors": errors, "mean_r2": float(np.mean(finite)) if finite else None,
-        "cpu_s": time.process_time(), "began_epoch": began_epoch, "end": time.perf_counter() - began,
+        "scoring_s": seconds["scoring"], "fitting_s": seconds["fitting"], "queries": summary.queries_sent,
+        "examples": summary.examples_ok + summary.examples_error, "errors": summary.examples_error,
+        "mean_r2": summary.mean_faithfulness_r2, "cpu_s": time.process_time(), "began_epoch": began_epoch,
+        "end": time.perf_counter() - began,
     }))
 
 
@@ -236,9 +221,6 @@ def run_process(mode: str, spec: dict, folder: Path, name: str) -> tuple[float, 
         raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     result = json.loads(Path(spec["result"]).read_text())
     result["offset"] = result["began_epoch"] - launch_epoch
-    for job in result.get("jobs", []):
-        if job["status"] != 0:
-            raise RuntimeError(f"{name}: spex-ray run exited with {job['status']}:\n{done.stderr[-4000:]}")
     return wall, result
 
 
@@ -299,46 +281,47 @@ def querylog_latency_s(output: str) -> float:
 
 # ---------------------------------------------------------------- the cases
 
-def case_job_vs_loop(folder: Path, reviews: int, quick: bool) -> list[str]:
+def case_ray_vs_local(folder: Path, reviews: int, quick: bool) -> list[str]:
     data = write_jsonl(folder / "reviews.jsonl", sentiment_reviews(reviews))
     config = write_config(folder, "vader", data, {"name": "vader"}, b=6,
                           ray={"num_actors": 2, "num_cpus_per_actor": 1, "batch_size": VADER_BATCH})
-    output = folder / "vader-out"
+    output, local_output = folder / "vader-out", folder / "vader-local-out"
     load_before = os.getloadavg()[0]
-    loop_wall, loop = run_process("loop", {"config": str(config)}, folder, "loop")
+    local_wall, local = run_process("local", {"config": str(config), "output": str(local_output)}, folder, "local")
     wall, driver = run_process("driver", {"jobs": [{"config": str(config), "output": str(output)}],
                                           "shared_cluster": False}, folder, "vader")
     job, offset = driver["jobs"][0], driver["offset"]
-    summary, last_score, decoded = job["summary"], job["scored"][-1][0], job["decoded"]
-    backend_s = querylog_latency_s(str(output))
-    ratio = wall / loop_wall
+    summary, last_score, fitted = job["summary"], job["scored"][-1][0], job["fitted"]
+    backend_s, local_backend_s = querylog_latency_s(str(output)), querylog_latency_s(str(local_output))
+    ratio = wall / local_wall
     verdict = ("not judged at --quick size (start-up dominates)" if quick
                else f"{'met' if ratio <= 1.2 else 'MISSED'} ({ratio:.2f}×)")
     return [
-        f"### Case 1: spex-ray run vs a plain loop ({loop['examples']} reviews of <= {MAX_WORDS} words, VADER, "
-        f"spex-hard b=6, holdout 200, fbii, batch {VADER_BATCH}, 2 actors × 1 CPU)",
+        f"### Case 1: spex-ray run on Ray vs in one process ({local['examples']} reviews of <= {MAX_WORDS} words, "
+        f"VADER, spex-hard b=6, holdout 200, fbii, batch {VADER_BATCH}, 2 actors × 1 CPU)",
         "",
-        "| run | wall | ÷ loop | scoring | decoding | start-up | last score → exit | CPU, all processes "
+        "| run | wall | ÷ local | scoring | fitting | start-up and writes | last score → exit | CPU, all processes "
         "| queries | mean R² |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| plain loop, 1 process | {loop_wall:.1f} s | 1.00× | {loop['scoring_s']:.1f} s "
-        f"| {loop['decoding_s']:.1f} s | {loop_wall - loop['scoring_s'] - loop['decoding_s']:.1f} s "
-        f"| — | {loop['cpu_s']:.1f} s | {loop['queries']:,} | {loop['mean_r2']:.4f} |",
-        f"| spex-ray run, fresh Ray | {wall:.1f} s | **{ratio:.2f}×** | {last_score - job['pool_ready']:.1f} s "
+        f"| LocalExecutor, 1 process | {local_wall:.1f} s | 1.00× | {local['scoring_s']:.1f} s "
+        f"| {local['fitting_s']:.1f} s | {local_wall - local['scoring_s'] - local['fitting_s']:.1f} s "
+        f"| — | {local['cpu_s']:.1f} s | {local['queries']:,} | {local['mean_r2']:.4f} |",
+        f"| RayExecutor, fresh Ray | {wall:.1f} s | **{ratio:.2f}×** | {last_score - job['pool_ready']:.1f} s "
         f"| overlapped | {offset + job['pool_ready']:.1f} s (Ray {job['ray_start'][1] - job['ray_start'][0]:.1f} s) "
         f"| {wall - offset - last_score:.1f} s | {job['tree_cpu_s']:.1f} s (driver {job['driver_cpu_s']:.1f} s) "
         f"| {summary['queries_sent']:,} | {summary['mean_faithfulness_r2']:.4f} |",
         "",
-        f"Target job ≤ 1.2× loop: {verdict}. "
-        f"Overlap: {sum(1 for t in decoded if t <= last_score)} of {len(decoded)} decodes finished before the "
-        f"last scored batch; last score → last explanation {decoded[-1] - last_score:.2f} s → run_job returned "
-        f"(flush, actors and Ray shut down) {job['end'] - decoded[-1]:.2f} s → exit {wall - offset - job['end']:.2f} s. "
-        f"Actors up → last explanation: {decoded[-1] - job['pool_ready']:.1f} s "
-        f"({(decoded[-1] - job['pool_ready']) / loop_wall:.2f}× the loop). "
-        f"The actors spent {backend_s:.1f} s in backend calls (both summed) for the queries the loop scored "
-        f"in {loop['scoring_s']:.1f} s: {backend_s / loop['scoring_s']:.2f}× per query, same code and masks "
-        f"(above 1: the actors did not get a core each). The job used {job['tree_cpu_s'] / loop['cpu_s']:.2f}× "
-        f"the loop's CPU, {job['tree_cpu_s'] / (job['end'] - job['begin']):.2f} cores on average. "
+        f"Target Ray ≤ 1.2× local: {verdict}. "
+        f"Overlap: {sum(1 for t in fitted if t <= last_score)} of {len(fitted)} fits finished before the "
+        f"last scored batch; last score → last explanation {fitted[-1] - last_score:.2f} s → run_job returned "
+        f"(flush, actors and Ray shut down) {job['end'] - fitted[-1]:.2f} s → exit {wall - offset - job['end']:.2f} s. "
+        f"Actors up → last explanation: {fitted[-1] - job['pool_ready']:.1f} s "
+        f"({(fitted[-1] - job['pool_ready']) / local_wall:.2f}× the local run). "
+        f"Backend calls (the query logs' latencies): {backend_s:.1f} s on the actors (both summed), "
+        f"{local_backend_s:.1f} s in the local run: {backend_s / local_backend_s:.2f}× per query, same code and "
+        f"masks (above 1: the actors did not get a core each). The Ray run used "
+        f"{job['tree_cpu_s'] / local['cpu_s']:.2f}× the local run's CPU, "
+        f"{job['tree_cpu_s'] / (job['end'] - job['begin']):.2f} cores on average. "
         f"Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
         f"Examples: {summary['examples_ok']} ok, {summary['examples_error']} error.",
     ]
@@ -410,13 +393,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shrink every case (a smoke test, 70-90 s)")
     parser.add_argument("--case", type=int, action="append", choices=(1, 2, 3), help="run only this case")
     parser.add_argument("--driver", help=argparse.SUPPRESS)
-    parser.add_argument("--loop", help=argparse.SUPPRESS)
+    parser.add_argument("--local", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:
         drive(args.driver)
         return
-    if args.loop:
-        plain_loop(args.loop)
+    if args.local:
+        local_run(args.local)
         return
     reviews, per_actor, counts = SIZES["quick" if args.quick else "full"]
     cases = sorted(set(args.case or (1, 2, 3)))
@@ -426,7 +409,7 @@ def main() -> None:
         folder = Path(temporary)
         for case in cases:
             if case == 1:
-                lines = case_job_vs_loop(folder, reviews, args.quick)
+                lines = case_ray_vs_local(folder, reviews, args.quick)
             elif case == 2:
                 lines = case_scaling(folder, per_actor)
             else:

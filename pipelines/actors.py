@@ -1,4 +1,4 @@
-"""The Ray side of scoring and decoding: a pool of scorer actors and remote decode tasks.
+"""The Ray side of scoring: a pool of scorer actors (used by ``pipelines.ray_executor``).
 
 Each actor owns one backend replica, built inside the actor from the backend spec. A batch is
 ``(example_id, start, stop)`` plus a reference to the ``(Example, QueryLayout)`` pair in the
@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from connectors.base import Example, build_backend
+from pipelines.calls import Batch, BatchResult, TargetCall, TargetResult, make_target
 from pipelines.journal import Journal, journal_files, read_journals
 from pipelines.layout import QueryLayout
-from pipelines.method import MethodSpec
-from pipelines.reduce import decode
 from pipelines.scoring import BatchScorer
 
 logger = logging.getLogger(__name__)
@@ -59,10 +57,7 @@ class ScorerActor:
 
     def target(self, example: Example) -> tuple[str | None, str | None]:
         """``(backend.target(example), None)``, or ``(None, why)`` when the backend cannot make one."""
-        try:
-            return self._scorer.backend.target(example), None
-        except Exception as err:  # a bad example fails itself, not the job
-            return None, f"cannot make the target: {type(err).__name__}: {err}"
+        return make_target(self._scorer.backend, example)
 
     def score(self, example_id: str, work: list[ray.ObjectRef], start: int, stop: int,
               recovered: pa.RecordBatch | None = None) -> tuple[pa.RecordBatch, str]:
@@ -79,27 +74,6 @@ class ScorerActor:
 
 
 @dataclass
-class Batch:
-    """A contiguous range of query ids of one example; ``failures`` counts actor deaths under it;
-    ``recovered``: rows of it that a dead actor journaled."""
-
-    example_id: str
-    start: int
-    stop: int
-    work: ray.ObjectRef
-    failures: int = 0
-    recovered: pa.RecordBatch | None = None
-
-
-@dataclass
-class TargetCall:
-    """The target of one example, asked of one replica; ``failures`` counts actor deaths under it."""
-
-    example: Example
-    failures: int = 0
-
-
-@dataclass
 class _Member:
     handle: Any
     info: dict[str, Any] | None = None
@@ -110,25 +84,6 @@ class _Member:
     deaths: int = 0
     recovered: int = 0  # answers of its dead replicas' batches found in the journal
     resent: int = 0  # queries of its dead replicas' batches sent again
-
-
-@dataclass
-class BatchResult:
-    """A scored batch (``rows``: the queries sent), or a batch that killed its actor
-    ``max_batch_failures`` times (``rows`` None)."""
-
-    batch: Batch
-    rows: pa.RecordBatch | None
-    error: str | None = None
-
-
-@dataclass
-class TargetResult:
-    """An example's target (None: the backend has none to give), or why there is none (``error``)."""
-
-    call: TargetCall
-    target: str | None
-    error: str | None = None
 
 
 class ScorerPool:
@@ -192,13 +147,6 @@ class ScorerPool:
 
     def refs(self) -> list[ray.ObjectRef]:
         return list(self._pending)
-
-    def owns(self, ref: ray.ObjectRef) -> bool:
-        return ref in self._pending
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._pending)
 
     def collect(self, ref: ray.ObjectRef) -> BatchResult | TargetResult | None:
         """Handle a finished ref: a scored batch, a target, or None (a probe, or a call queued in ``retry``)."""
@@ -306,17 +254,6 @@ def _probe(handle: Any) -> dict[str, Any]:
             return ray.get(handle.info.remote())
         except ActorUnavailableError:
             time.sleep(_REPROBE_S)
-
-
-def submit_decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
-                  num_cpus: float) -> ray.ObjectRef:
-    """Run ``pipelines.reduce.decode`` as a Ray task; the ref resolves to the explanation rows."""
-    return _decode_task.options(num_cpus=num_cpus).remote(example, spec, layout, values)
-
-
-@ray.remote(max_retries=2)
-def _decode_task(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
-    return decode(example, spec, layout, values)
 
 
 def _cause(err: BaseException) -> str:

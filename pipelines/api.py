@@ -4,7 +4,6 @@ Python data (a list of dicts, a pandas DataFrame, a pyarrow Table, a ``datasets.
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import os
 import uuid
@@ -19,7 +18,7 @@ from pipelines.config import PATCHES, ConfigError, JobConfig, config_from_dict
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from pipelines.runner import JobSummary
+    from pipelines.summary import JobSummary
 
 #: Where ``run(..., data=...)`` keeps the examples it was given, inside the output folder.
 DATA_FILE = "input.parquet"
@@ -137,22 +136,17 @@ def _with_data(raw: dict[str, Any], base_dir: Path | None, table: pa.Table) -> J
     the output folder's lock) unless the folder holds another job's results."""
     import pyarrow.parquet as pq
 
+    from pipelines.folder import JOB_FILE, locked
     from pipelines.parts import TEMP_PREFIX
-    from pipelines.runner import JOB_FILE, LOCK_FILE
 
     output = raw.get("output", JobConfig.output)
     if not isinstance(output, str):
         raise ConfigError(f"config: 'output' must be a string, got {output!r}")
     output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
     staged = output / DATA_FILE
     fresh = output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
     raw["input"] = {**(raw.get("input") or {}), "path": str(fresh), "format": "parquet"}
-    with open(output / LOCK_FILE, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another spex-ray run is writing to {output}") from None
+    with locked(output):
         try:
             pq.write_table(table, fresh)
             job = config_from_dict(raw, base_dir)

@@ -8,10 +8,9 @@ import pytest
 import ray
 import yaml
 
-from pipelines import runner
-from pipelines.actors import ScorerPool
 from pipelines.cli import main
 from pipelines.config import load_config
+from pipelines.ray_executor import RayExecutor
 from pipelines.runner import run_job
 
 FAKE = {"name": "fake", "terms": [[[0], 1.0], [[1, 2], -0.5]], "constant": 0.2}
@@ -37,16 +36,14 @@ def _config(tmp_path: Path, records: list[str], **changes) -> Path:
 GOOD = ['{"id": "a", "text": "one two three four five"}', '{"id": "b", "text": "six seven eight nine"}']
 
 
-def test_a_finished_job_is_recognised_without_starting_ray(tmp_path, monkeypatch):
+def test_a_finished_job_is_recognised_without_starting_ray(tmp_path):
     config = load_config(_config(tmp_path, GOOD))
     assert run_job(config).examples_ok == 2
 
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray was started for a finished job")
+    def no_ray(config):
+        raise AssertionError("an executor (Ray, scorer actors) was made for a finished job")
 
-    monkeypatch.setattr(runner, "_init_ray", no_ray)
-    monkeypatch.setattr(runner, "ScorerPool", no_ray)
-    summary = run_job(load_config(_config(tmp_path, GOOD)))
+    summary = run_job(load_config(_config(tmp_path, GOOD)), executor=no_ray)
     assert (summary.examples_ok, summary.examples_skipped, summary.queries_sent) == (2, 2, 0)
 
 
@@ -64,14 +61,13 @@ def test_fail_fast_stops_at_the_first_error_row(tmp_path, capsys):
     assert main(["run", str(path)]) == 0  # without it, the others complete
 
 
-def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_the_job(tmp_path, monkeypatch):
-    def broken_loop(*args, **kwargs):
-        raise ValueError("the first error")
+def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_the_job(tmp_path):
+    class Broken(RayExecutor):
+        def wait(self):
+            raise ValueError("the first error")
 
-    def broken_stats(self):
-        raise RuntimeError("a second error while cleaning up")
+        def stats(self):
+            raise RuntimeError("a second error while cleaning up")
 
-    monkeypatch.setattr(runner._Job, "_loop", broken_loop)
-    monkeypatch.setattr(ScorerPool, "stats", broken_stats)
     with pytest.raises(ValueError, match="the first error"):
-        run_job(load_config(_config(tmp_path, GOOD)))
+        run_job(load_config(_config(tmp_path, GOOD)), executor=Broken)

@@ -200,11 +200,10 @@ time.sleep(60)
 
 
 def test_a_batch_given_up_keeps_the_answers_its_dead_replicas_journaled():
-    from pipelines.actors import Batch
-    from pipelines.runner import _failed_rows
+    from pipelines.calls import Batch, failed_rows
 
     batch = Batch("ex", 0, 5, None, failures=3, recovered=rows("ex", [1, 3]))
-    logged = _failed_rows(batch, "scorer actor died 3 times")
+    logged = failed_rows(batch, "scorer actor died 3 times")
     by_id = dict(zip(logged.column("query_id").to_pylist(), logged.column("error").to_pylist()))
     assert sorted(by_id) == [0, 1, 2, 3, 4]
     assert by_id[1] is None and by_id[3] is None and by_id[0] == "scorer actor died 3 times"

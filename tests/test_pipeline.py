@@ -15,8 +15,9 @@ import pytest
 import ray
 import yaml
 
+from pipelines import resume
 from pipelines.config import load_config
-from pipelines import runner
+from pipelines.executor import LocalExecutor
 from pipelines.parts import read_parts
 from pipelines.runner import JobMismatchError, run_job
 from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
@@ -84,6 +85,13 @@ def reference(tmp_path_factory):
     assert len(rows) == 40
     assert all(row["faithfulness_r2"] == pytest.approx(1.0) for row in rows)
     return rows, summary.queries_sent
+
+
+def test_the_local_executor_writes_the_ray_jobs_rows_with_as_many_queries(tmp_path, reference):
+    reference_rows, needed = reference
+    summary = run_job(load_config(_fake_config(tmp_path, "out")), executor=LocalExecutor)
+    assert summary.queries_sent == needed
+    assert _explanations(tmp_path / "out") == reference_rows
 
 
 def test_demo_config_writes_schema_conformant_explanations_with_high_faithfulness(tmp_path):
@@ -183,7 +191,7 @@ def _wait_for_free_cpus(timeout: float = 60) -> None:
 def test_sigkill_then_rerun_finishes_with_identical_rows_and_only_missing_queries(tmp_path, reference, cluster,
                                                                                  monkeypatch):
     """The rerun also compacts the killed run's query-log parts into one first (threshold lowered)."""
-    monkeypatch.setattr(runner, "_COMPACT_QUERY_LOG_PARTS", 2)
+    monkeypatch.setattr(resume, "COMPACT_QUERY_LOG_PARTS", 2)
     reference_rows, needed = reference
     counter = tmp_path / "counter"
     config_path = _fake_config(tmp_path, "out", counter_path=str(counter), sleep_per_batch_s=0.05)

@@ -1,0 +1,44 @@
+"""The job's steps on the local executor: one process, no Ray cluster, the same output folder."""
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from pipelines.config import JobConfig, config_from_dict
+from pipelines.executor import LOCAL_NODE, LocalExecutor
+from pipelines.parts import read_parts
+from pipelines.runner import run_job
+from pipelines.schema import EXPLANATION_SCHEMA
+
+FAKE = {"name": "fake", "terms": [[[0], 1.0], [[1, 2], -0.5], [[3], 0.3]], "constant": 0.2}
+
+
+def _config(output: Path) -> JobConfig:
+    return config_from_dict({
+        "input": {"path": "package://connectors/data/demo_reviews.jsonl"}, "backend": FAKE,
+        "method": "spex-hard", "b": 3, "t": 3, "holdout": 50, "indices": ["fourier", "fbii"],
+        "ray": {"num_actors": 2, "batch_size": 32}, "output": str(output), "progress": False,
+    })
+
+
+def _explanations(output: Path) -> list[dict]:
+    rows = read_parts(output / "explanations", EXPLANATION_SCHEMA).to_pylist()
+    return sorted(rows, key=lambda row: (row["example_id"], row["index"]))
+
+
+def test_a_local_run_explains_every_example_without_ray(tmp_path):
+    summary = run_job(_config(tmp_path / "out"), executor=LocalExecutor)
+    assert not ray.is_initialized()
+    assert (summary.examples_ok, summary.examples_error) == (20, 0)
+    assert all(row["faithfulness_r2"] == pytest.approx(1.0) for row in _explanations(tmp_path / "out"))
+    assert summary.nodes == {LOCAL_NODE: summary.queries_sent} and (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_local_run_resumes_sending_only_the_missing_queries(tmp_path):
+    first = run_job(_config(tmp_path / "out"), limit=5, executor=LocalExecutor)
+    second = run_job(_config(tmp_path / "out"), executor=LocalExecutor)
+    assert (second.examples_skipped, second.examples_ok) == (5, 20)
+    whole = run_job(_config(tmp_path / "whole"), executor=LocalExecutor)
+    assert first.queries_sent + second.queries_sent == whole.queries_sent
+    assert _explanations(tmp_path / "out") == _explanations(tmp_path / "whole")
