@@ -10,6 +10,10 @@ results, which is what the pipeline's resume and caching rely on.
 
 ``MethodOptions`` is the one options type of ``spex_ray.explain``, ``plan_method`` and the job
 config (whose keys have the same names); ``MethodOptions.problems()`` names each bad value's key.
+
+A new method is a subclass here: set ``name``, implement ``design_for`` and ``_fit`` (or
+``_fit_masks`` under ``_UniformMasks``), decorate it with ``@register``; the job, ``explain`` and
+the config then accept its name.
 """
 
 from __future__ import annotations
