@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import backend_class
-from pipelines.backends import backend_options
 from pipelines.config import JobConfig
 from pipelines.executor import Executor
 from pipelines.folder import JobMismatchError, check_job_file, locked, record_job_file
@@ -56,8 +55,7 @@ __all__ = ["BATCH_STATE_DIR", "FailFast", "JobMismatchError", "JobSummary", "run
 
 logger = logging.getLogger(__name__)
 
-# Where a backend that takes ``batch_state_dir`` (OpenAI Batch API) keeps its batch ids, unless set.
-BATCH_STATE_OPTION = "batch_state_dir"
+# Where a backend with a ``state_dir_option`` (OpenAI Batch API) keeps its batch ids, unless set.
 BATCH_STATE_DIR = "openai-batches"
 
 
@@ -98,7 +96,7 @@ def _run(config: JobConfig, output: Path, limit: int | None, summary: JobSummary
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     name = config.backend["name"]
     cls = backend_class(name)
-    makes_targets = callable(getattr(cls, "target", None))
+    makes_targets = cls.makes_targets
     spec = _backend_spec(config, output, name)
     resume = ResumeState.read(output, run_id, finished, makes_targets=makes_targets,
                               charged=takes_shared_limiter(cls, spec))
@@ -132,11 +130,11 @@ def _run(config: JobConfig, output: Path, limit: int | None, summary: JobSummary
 
 def _backend_spec(config: JobConfig, output: Path, name: str) -> dict[str, Any]:
     """The config's backend section with the masking options it takes and, for a backend that
-    keeps batch state, ``batch_state_dir`` in the output folder unless the config sets one."""
-    options = backend_options(name)
-    spec = config.backend_spec(options)
-    if BATCH_STATE_OPTION in options and spec.get(BATCH_STATE_OPTION) is None:
-        spec[BATCH_STATE_OPTION] = str((output / BATCH_STATE_DIR).resolve())
+    keeps state on disk (``Backend.state_dir_option``), that option in the output folder unless set."""
+    cls = backend_class(name)
+    spec = config.backend_spec(cls.option_names())
+    if cls.state_dir_option is not None and spec.get(cls.state_dir_option) is None:
+        spec[cls.state_dir_option] = str((output / BATCH_STATE_DIR).resolve())
     return spec
 
 
