@@ -45,11 +45,11 @@ class MethodSpec:
         return MethodOptions(budget=self.budget, b=self.b, t=self.t, seed=self.seed, max_order=self.max_order,
                              refit=self.refit, trees=self.trees)
 
-    def plan(self, n: int) -> Method:
+    def method_for(self, n: int) -> Method:
         """The method for an example of ``n`` features; ValueError with the reason when there is none."""
         return method_class(self.method).for_example(n, self.options)
 
     def layout(self, n: int, method: Method | None = None) -> QueryLayout:
         """The query ids of an example with ``n`` features (design, held-out, full, empty)."""
-        method = method if method is not None else self.plan(n)
+        method = method if method is not None else self.method_for(n)
         return QueryLayout(n=n, design=method.design.params(), holdout=self.holdout, seed=self.seed)

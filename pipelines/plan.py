@@ -78,7 +78,7 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
             plan.errors.append((item.example_id, item.error))
             continue
         try:
-            queries = spec.plan(item.n).num_queries
+            queries = spec.method_for(item.n).num_queries
         except ValueError as err:
             plan.errors.append((item.example_id, f"cannot plan {config.method}: {err}"))
             continue
@@ -98,8 +98,8 @@ def _time_decode(config: JobConfig, spec: MethodSpec, example: Example) -> float
     """CPU seconds of one fit of the method on ``example``'s design. A fit's cost depends on the
     values (tree searches grow with the structure they find), so the values are the backend's own
     where it is cheap to run here (``timed_in_process``), else a planted sparse function."""
-    method_plan = spec.plan(example.n)
-    masks = method_plan.design.masks()
+    method = spec.method_for(example.n)
+    masks = method.design.masks()
     if backend_class(config.backend["name"]).timed_in_process:
         backend = build_backend(config.backend_spec(backend_options(config.backend["name"])))
         try:
@@ -109,7 +109,7 @@ def _time_decode(config: JobConfig, spec: MethodSpec, example: Example) -> float
     else:
         values = _planted_values(masks)
     begin = time.process_time()
-    method_plan.fit(values)
+    method.fit(values)
     return time.process_time() - begin
 
 

@@ -2,7 +2,7 @@
 one row per other requested index (the data contract is in ``pipelines/schema.py``).
 
 ``values`` is float (L,) over the example's query ids (see ``pipelines.layout``): the design's
-values feed ``plan.fit``, the held-out ones measure the R^2 of each row's terms, the last two are
+values feed ``method.fit``, the held-out ones measure the R^2 of each row's terms, the last two are
 the full and empty values.
 """
 
@@ -35,24 +35,24 @@ def decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.n
     full, empty = float(values[layout.full_id]), float(values[layout.empty_id])
     holdout = (layout.holdout_masks(), values[layout.num_design : layout.full_id]) if layout.holdout else None
     try:
-        plan = spec.plan(example.n)
-        fit = plan.fit(values[: plan.num_queries]).with_feature_names(list(example.features))
+        method = spec.method_for(example.n)
+        fit = method.fit(values[: method.num_queries]).with_feature_names(list(example.features))
         fit_r2 = _r2(fit, holdout)
     except Exception as err:  # one example's decoding failure must not end the job
         return error_rows(example, spec, f"decoding failed: {type(err).__name__}: {err}", full=full, empty=empty)
     rows = []
     for index in row_indices(spec):
         if index == "fourier":
-            rows.append(_row(example, spec, fit, full, empty, plan.num_queries, fit_r2, fit_r2, fit.baseline_value))
+            rows.append(_row(example, spec, fit, full, empty, method.num_queries, fit_r2, fit_r2, fit.baseline_value))
             continue
         try:
             converted = fit.to(index, order=index_order(index, spec.max_order))
             r2 = _r2(converted, holdout)
         except Exception as err:  # a failed conversion only fails its own row
             rows.extend(error_rows(example, spec, f"conversion to {index} failed: {type(err).__name__}: {err}",
-                                   full=full, empty=empty, num_queries=plan.num_queries, indices=(index,)))
+                                   full=full, empty=empty, num_queries=method.num_queries, indices=(index,)))
             continue
-        rows.append(_row(example, spec, converted, full, empty, plan.num_queries, r2, fit_r2, fit.baseline_value))
+        rows.append(_row(example, spec, converted, full, empty, method.num_queries, r2, fit_r2, fit.baseline_value))
     return rows
 
 

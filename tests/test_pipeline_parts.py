@@ -45,7 +45,7 @@ def test_layout_concatenates_design_holdout_full_and_empty_masks():
     assert layout.num_queries == q + h + 2
     masks = layout.masks(0, layout.num_queries)
     assert masks.shape == (q + h + 2, EXAMPLE.n) and masks.dtype == bool
-    np.testing.assert_array_equal(masks[:q], _spec().plan(EXAMPLE.n).design.masks())
+    np.testing.assert_array_equal(masks[:q], _spec().method_for(EXAMPLE.n).design.masks())
     assert masks[layout.full_id].all() and not masks[layout.empty_id].any()
     np.testing.assert_array_equal(layout.holdout_masks(), masks[q : q + h])
     # any split of the id range gives the same rows
