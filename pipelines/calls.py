@@ -101,6 +101,8 @@ def failed_rows(batch: Batch, error: str | None) -> pa.RecordBatch:
             "error": [error] * ids.size,
             "attempts": np.full(ids.size, batch.failures, dtype=np.int32),
             "latency_ms": [None] * ids.size,
+            "cost_usd": [0.0] * ids.size,
+            "fingerprint": [None] * ids.size,
         },
         schema=QUERY_LOG_SCHEMA,
     )

@@ -158,10 +158,10 @@ class Job:
         if rows is None:
             rows = failed_rows(batch, result.error)
             if batch.recovered is not None:
-                self.resume.usage.add(batch.recovered.column("raw"))
+                self.resume.usage.add(batch.recovered)
         else:
             self.summary.queries_sent += rows.num_rows
-            self.resume.usage.add(rows.column("raw"))
+            self.resume.usage.add(rows)
             if rows.num_rows < batch.stop - batch.start:
                 self._not_sent(batch.stop - batch.start - rows.num_rows)
         self.outputs.log_queries(rows)

@@ -35,7 +35,7 @@ from pipelines.schema import QUERY_LOG_SCHEMA
 
 JOURNAL_DIR = "journal"
 UNANSWERED_FILE = "unanswered.jsonl"
-_ROW_FIELDS = ("value", "raw", "error", "attempts", "latency_ms")
+_ROW_FIELDS = ("value", "raw", "error", "attempts", "latency_ms", "cost_usd", "fingerprint")
 
 
 class Journal:
@@ -53,7 +53,8 @@ class Journal:
         self._write([{"q": [example_id, int(query_id)], "sent": float(usd)}])
 
     def row(self, example_id: str, query_id: int, **fields: Any) -> None:
-        """One query's final row: its query-log fields ``value, raw, error, attempts, latency_ms``."""
+        """One query's final row: its query-log fields ``value, raw, error, attempts, latency_ms,
+        cost_usd, fingerprint``."""
         self._write([{"q": [example_id, int(query_id)], "row": {k: fields[k] for k in _ROW_FIELDS}}])
 
     def rows(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -81,11 +82,12 @@ class JournalContents:
     unanswered: list[tuple[tuple[str, int], float]]
 
     def table(self, keys: Iterable[tuple[str, int]] | None = None) -> pa.Table:
-        """The rows (of ``keys``, default all) as a query-log table, in key order."""
+        """The rows (of ``keys``, default all) as a query-log table, in key order; a field missing
+        from a row (a journal written before the field existed) is null."""
         keys = sorted(self.rows if keys is None else keys)
         columns: dict[str, list[Any]] = {"example_id": [k[0] for k in keys], "query_id": [k[1] for k in keys]}
         for name in _ROW_FIELDS:
-            columns[name] = [self.rows[key][name] for key in keys]
+            columns[name] = [self.rows[key].get(name) for key in keys]
         return pa.Table.from_pydict(columns, schema=QUERY_LOG_SCHEMA)
 
 
@@ -155,7 +157,7 @@ def fold_journals(output: Path, run_id: str, own: bool = False) -> FoldReport:
                 writer.append(batch)
             writer.flush()
             usage = Usage()
-            usage.add(table.column("raw"))
+            usage.add(table)
             report.recovered, report.recovered_usd = len(new), usage.cost_usd
         if contents.unanswered:
             _append_ledger(folder / UNANSWERED_FILE, run_id, contents.unanswered)

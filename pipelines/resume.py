@@ -19,7 +19,7 @@ from pipelines.journal import FoldReport, fold_journals
 from pipelines.parts import EXPLANATIONS_DIR, QUERY_LOG_DIR, TARGETS_DIR, compact_parts, group_by_example, read_parts
 from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA, TARGETS_SCHEMA
 from pipelines.summary import JobSummary
-from pipelines.usage import Usage
+from pipelines.usage import USAGE_COLUMNS, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class ResumeState:
             made = read_parts(output / TARGETS_DIR, TARGETS_SCHEMA, exclude_examples=finished)
             state.targets = dict(zip(*(made.column(c).to_pylist() for c in TARGETS_SCHEMA.names)))
         if charged:
-            state.usage.add(read_parts(output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, ["raw"]).column("raw"))
+            state.usage.add(read_parts(output / QUERY_LOG_DIR, QUERY_LOG_SCHEMA, USAGE_COLUMNS))
             state.usage.cost_usd += folded.ledger_usd  # possibly paid for answers lost in flight
         return state
 

@@ -1,7 +1,9 @@
 """Arrow schemas of the tables a job writes: the query log, the targets and the explanation rows.
 
 Query log: one row per scored query ``(example_id, query_id)``. Masks are not stored: they are a
-deterministic function of the example's design parameters and ``query_id``.
+deterministic function of the example's design parameters and ``query_id``. ``cost_usd`` and
+``fingerprint`` are the row's ``Score.cost_usd`` and ``Score.fingerprint``; both are null in
+rows written before they were columns (``pipelines.usage`` then reads the raw JSON).
 
 Targets: one row per example whose target the backend made (e.g. an open model's own answer to
 the unmasked input); a resumed job scores the rest of its queries against the same target.
@@ -43,6 +45,8 @@ QUERY_LOG_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("latency_ms", pa.float32()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("fingerprint", pa.string()),
     ]
 )
 

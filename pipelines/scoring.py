@@ -72,6 +72,8 @@ class BatchScorer:
                 "error": errors,
                 "attempts": np.asarray([attempts[row] for row in sent], dtype=np.int32),
                 "latency_ms": np.asarray([latency[row] for row in sent], dtype=np.float32),
+                "cost_usd": [float(scores[row].cost_usd) for row in sent],
+                "fingerprint": [scores[row].fingerprint for row in sent],
             },
             schema=QUERY_LOG_SCHEMA,
         )
@@ -99,7 +101,8 @@ class BatchScorer:
             def on_score(row: int, score: Score) -> None:
                 if _failure(score) is None:
                     journal.row(example_id, ids[row], value=float(score.value), raw=score.raw or None, error=None,
-                                attempts=attempts[row], latency_ms=(time.perf_counter() - begin) * 1e3)
+                                attempts=attempts[row], latency_ms=(time.perf_counter() - begin) * 1e3,
+                                cost_usd=float(score.cost_usd), fingerprint=score.fingerprint)
                     journaled.add(int(ids[row]))
                     streamed[row] = score
 

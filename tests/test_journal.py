@@ -24,6 +24,7 @@ from pipelines.journal import (
 from pipelines.method import MethodSpec
 from pipelines.parts import QUERY_LOG_DIR, PartWriter, read_parts
 from pipelines.scoring import BatchScorer
+from pipelines.usage import USAGE_COLUMNS, Usage
 from pipelines.watchdog import processes
 from pipelines.schema import QUERY_LOG_SCHEMA
 
@@ -32,13 +33,12 @@ LAYOUT = MethodSpec(method="spex-hard", budget=None, b=3, t=2, seed=0, max_order
                     indices=("fbii",)).layout(EXAMPLE.n)
 
 
-def rows(example_id, ids, cost=0.01):
-    return pa.RecordBatch.from_pydict(
-        {"example_id": [example_id] * len(ids), "query_id": ids, "value": [float(i) for i in ids],
-         "raw": [json.dumps({"cost_usd": cost}) for _ in ids], "error": [None] * len(ids),
-         "attempts": [1] * len(ids), "latency_ms": [1.0] * len(ids)},
-        schema=QUERY_LOG_SCHEMA,
-    )
+def rows(example_id, ids, cost=0.01, fingerprint=None, schema=QUERY_LOG_SCHEMA):
+    columns = {"example_id": [example_id] * len(ids), "query_id": ids, "value": [float(i) for i in ids],
+               "raw": [json.dumps({"cost_usd": cost}) for _ in ids], "error": [None] * len(ids),
+               "attempts": [1] * len(ids), "latency_ms": [1.0] * len(ids), "cost_usd": [cost] * len(ids),
+               "fingerprint": [fingerprint] * len(ids)}
+    return pa.RecordBatch.from_pydict({name: columns[name] for name in schema.names}, schema=schema)
 
 
 class Streaming(Backend):
@@ -56,7 +56,7 @@ class Streaming(Backend):
         for row in range(len(keep)):
             on_send(row, 0.5)
             self.rows_sent += 1
-            score = Score(value=float(keep[row].sum()), raw=json.dumps({"cost_usd": 0.5}))
+            score = Score(value=float(keep[row].sum()), raw=json.dumps({"cost_usd": 0.5}), cost_usd=0.5)
             on_score(row, score)
             lines = self.journal_path.read_text().splitlines() if self.journal_path else []
             assert sum('"row"' in line for line in lines) == row + 1  # on disk before the next request
@@ -145,7 +145,7 @@ def test_a_streaming_backend_journals_each_answer_at_once_and_a_failed_call_keep
     journal = Journal(tmp_path, "run")
     backend = Streaming(journal.path, fail=True)
     batch = BatchScorer(backend, max_attempts=2, journal=journal).score(EXAMPLE, LAYOUT, 0, 6)
-    assert batch.column("error").to_pylist() == [None] * 6
+    assert batch.column("error").to_pylist() == [None] * 6 and batch.column("cost_usd").to_pylist() == [0.5] * 6
     assert backend.rows_sent == 6, "answers of the failed call were sent again"
     contents = read_journals([journal.path])
     assert sorted(contents.rows) == [("ex", i) for i in range(6)] and contents.unanswered == []
@@ -207,3 +207,34 @@ def test_a_batch_given_up_keeps_the_answers_its_dead_replicas_journaled():
     by_id = dict(zip(logged.column("query_id").to_pylist(), logged.column("error").to_pylist()))
     assert sorted(by_id) == [0, 1, 2, 3, 4]
     assert by_id[1] is None and by_id[3] is None and by_id[0] == "scorer actor died 3 times"
+
+
+# The query log as written before it had the typed columns cost_usd and fingerprint.
+BEFORE_TYPED_COLUMNS = pa.schema([field for field in QUERY_LOG_SCHEMA if field.name not in ("cost_usd", "fingerprint")])
+
+
+def test_usage_reads_the_typed_columns_and_the_raw_json_of_rows_logged_before_them(tmp_path):
+    new = PartWriter(tmp_path, QUERY_LOG_SCHEMA, "new")
+    new.append(rows("ex", [0, 1], cost=0.25, fingerprint="fp_new"))
+    new.flush()
+    old = PartWriter(tmp_path, BEFORE_TYPED_COLUMNS, "old")
+    old.append(rows("ex", [2, 3], cost=0.5, schema=BEFORE_TYPED_COLUMNS))
+    old.append(pa.RecordBatch.from_pydict(
+        {"example_id": ["ex"] * 3, "query_id": [4, 5, 6], "value": [1.0] * 3,
+         "raw": [json.dumps({"cost_usd": 0.125, "system_fingerprint": "fp_old"}), None, "{not json"],
+         "error": [None] * 3, "attempts": [1] * 3, "latency_ms": [1.0] * 3}, schema=BEFORE_TYPED_COLUMNS))
+    old.flush()
+    usage = Usage()
+    usage.add(read_parts(tmp_path, QUERY_LOG_SCHEMA, USAGE_COLUMNS))
+    assert usage.cost_usd == pytest.approx(2 * 0.25 + 2 * 0.5 + 0.125)
+    assert usage.fingerprints == {"fp_new", "fp_old"}
+
+
+def test_a_journal_written_before_the_typed_columns_folds_with_the_dollars_of_its_raw_json(tmp_path):
+    (tmp_path / JOURNAL_DIR).mkdir()
+    lines = [{"q": ["ex", i], "row": {"value": 1.0, "raw": json.dumps({"cost_usd": 0.5}), "error": None,
+                                      "attempts": 1, "latency_ms": 1.0}} for i in (0, 1)]
+    (tmp_path / JOURNAL_DIR / "killed-1-abcdef.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = fold_journals(tmp_path, "resumed")
+    assert report.recovered == 2 and report.recovered_usd == pytest.approx(1.0)
+    assert read_parts(tmp_path / QUERY_LOG_DIR, QUERY_LOG_SCHEMA).column("cost_usd").null_count == 2

@@ -128,9 +128,10 @@ def test_backends_without_a_limiter_option_are_left_alone():
 
 def test_a_resumed_job_starts_with_what_earlier_runs_spent():
     raws = [json.dumps({"cost_usd": 0.25}), None, "", json.dumps({"cost_usd": 0.5, "not_sent": False}), "{not json",
-            json.dumps({"error": "x"})]
+            json.dumps({"error": "x"})]  # rows logged before the typed columns: their dollars are in raw
     usage = Usage()
-    usage.add(pa.array(raws, pa.string()))
+    usage.add(pa.table({"raw": pa.array(raws, pa.string()), "cost_usd": pa.nulls(6, pa.float64()),
+                        "fingerprint": pa.nulls(6, pa.string())}))
     assert usage.cost_usd == 0.75
     _, limiter = attach_shared_limiter(OpenAIBackend, {"name": "openai", "max_cost_usd": 1.0}, spent_usd=0.75)
     stats = limiter.stats()
