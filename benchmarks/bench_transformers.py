@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402
 
 from connectors.base import build_backend  # noqa: E402
-from connectors.documents import documents_example  # noqa: E402
+from connectors.features.documents import documents_example  # noqa: E402
 
 DATA = ROOT / "connectors" / "data" / "tiny_qa.jsonl"
 TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"

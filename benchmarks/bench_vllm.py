@@ -116,8 +116,8 @@ def run_offline(spec: dict) -> dict:
     continuations were read at the last position)."""
     import numpy as np
 
+    from connectors.backends.logprob import Request
     from connectors.base import Example, build_backend
-    from connectors.prompts import Request
     from pipelines.backends import backend_options
     from pipelines.config import load_config
     from pipelines.inputs import load_examples
@@ -295,7 +295,8 @@ def engine_note(args: argparse.Namespace) -> str:
 def _install_profile() -> None:
     """In Ray's workers (a setup hook, with SPEX_RAY_BENCH_PROFILE=1): time VLLMBackend.score, its engine calls and
     its prompt building, written to OUTPUT/profile.json at every call."""
-    from connectors import prompts, vllm_backend
+    from connectors.backends import vllm_backend
+    from connectors.features import prompts
 
     totals = {"score_s": 0.0, "engine_s": 0.0, "prompts_s": 0.0, "calls": 0}
     score, logprobs, ids = vllm_backend.VLLMBackend.score, vllm_backend.VLLMBackend._logprobs, prompts.TokenPrompt.ids

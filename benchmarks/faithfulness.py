@@ -186,8 +186,8 @@ def bucket_label(low: int) -> str:
 def sentiment_tasks(suite: Suite, csv_path: Path = SENTIMENT_CSV) -> list[Task]:
     if not suite.sentiment:
         return []
+    from connectors.backends.vader import VaderBackend
     from connectors.base import Example
-    from connectors.vader import VaderBackend
 
     csv.field_size_limit(sys.maxsize)
     with open(csv_path, newline="") as handle:

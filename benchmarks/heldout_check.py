@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors.backends.vader import VaderBackend  # noqa: E402
 from connectors.base import Example  # noqa: E402
-from connectors.vader import VaderBackend  # noqa: E402
 from spex_ray import explain, faithfulness, uniform_masks  # noqa: E402
 
 REVIEWS = ROOT / "benchmarks" / "data" / "heldout_reviews.jsonl"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors import Example
-from connectors.openai_backend import OpenAIBackend
+from connectors.backends.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("A group of four people must cross an old rope bridge at night with one torch; they walk at "

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.vader import VaderBackend  # noqa: E402
+from connectors.backends.vader import VaderBackend  # noqa: E402
 from pipelines.config import config_from_dict  # noqa: E402
 from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.method import MethodSpec  # noqa: E402

@@ -23,12 +23,12 @@ from spex_ray.text import Renderer, Strategy, Unit, featurize
 
 # name -> "module:Class". A backend's options are the keyword arguments of its constructor.
 BACKENDS: dict[str, str] = {
-    "vader": "connectors.vader:VaderBackend",
-    "fake": "connectors.fake:FakeBackend",
-    "openai": "connectors.openai_backend:OpenAIBackend",
-    "transformers": "connectors.transformers_backend:TransformersBackend",
-    "transformers-classifier": "connectors.classifier_backend:ClassifierBackend",
-    "vllm": "connectors.vllm_backend:VLLMBackend",
+    "vader": "connectors.backends.vader:VaderBackend",
+    "fake": "connectors.backends.fake:FakeBackend",
+    "openai": "connectors.backends.openai_backend:OpenAIBackend",
+    "transformers": "connectors.backends.transformers_backend:TransformersBackend",
+    "transformers-classifier": "connectors.backends.classifier_backend:ClassifierBackend",
+    "vllm": "connectors.backends.vllm_backend:VLLMBackend",
 }
 
 # name -> the pyproject extra that installs the backend's third-party dependencies.

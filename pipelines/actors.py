@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from connectors.base import Example, build_backend
+from connectors.lru import LRUCache
 from pipelines.calls import Batch, BatchResult, TargetCall, TargetResult, make_target
 from pipelines.journal import Journal, journal_files, read_journals
 from pipelines.layout import QueryLayout
@@ -48,7 +48,7 @@ class ScorerActor:
         """``journal``: (folder, run id) of the journal this replica writes, or None."""
         self._scorer = BatchScorer(build_backend(backend_spec), max_attempts,
                                    None if journal is None else Journal(Path(journal[0]), journal[1]))
-        self._work: OrderedDict[str, tuple[Example, QueryLayout]] = OrderedDict()
+        self._work: LRUCache[str, tuple[Example, QueryLayout]] = LRUCache(_CACHED_EXAMPLES)
         self._node_id = ray.get_runtime_context().get_node_id()
 
     def info(self) -> dict[str, Any]:
@@ -63,13 +63,11 @@ class ScorerActor:
               recovered: pa.RecordBatch | None = None) -> tuple[pa.RecordBatch, str]:
         """Query-log rows of ids ``[start, stop)``; ``work`` is ``[ref to (Example, QueryLayout)]``;
         ``recovered``: rows of some of these ids journaled by a replica that died (not sent again)."""
-        if example_id in self._work:
-            self._work.move_to_end(example_id)
-        else:
-            self._work[example_id] = ray.get(work[0])
-            if len(self._work) > _CACHED_EXAMPLES:
-                self._work.popitem(last=False)
-        example, layout = self._work[example_id]
+        cached = self._work.get(example_id)
+        if cached is None:
+            cached = ray.get(work[0])
+            self._work.put(example_id, cached)
+        example, layout = cached
         return self._scorer.score(example, layout, start, stop, recovered), self._node_id
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from connectors.base import BACKENDS, backend_class, did_you_mean, is_import_path
-from connectors.documents import DOCUMENT_UNITS
-from connectors.image import FILLS
+from connectors.features.documents import DOCUMENT_UNITS
+from connectors.features.image import FILLS
 from spex_ray.text import STRATEGIES, UNITS
 from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
@@ -53,7 +53,7 @@ class InputConfig:
     (``featurizer.unit: patches``) take an image file path from ``image_field``, relative to the
     input file's folder. Multi-document examples take a list of ``{title, text}`` (or
     ``{title, sentences}``) records from ``documents_field`` instead of a text (see
-    ``connectors.documents``)."""
+    ``connectors.features.documents``)."""
 
     path: str
     format: str | None = None
@@ -112,7 +112,8 @@ class RayConfig:
 @dataclass
 class JobConfig:
     """A whole job. ``method`` and the ``MethodOptions`` keys (budget, b, t, refit, trees, max_order,
-    seed) choose the method and size its query design; ``holdout`` uniform masks per example
+    seed) choose the method and size its query design; ``adaptive`` makes that size a cap (the
+    queries go out in stages, ``spex_ray.adaptive``); ``holdout`` uniform masks per example
     measure faithfulness (R^2) of the decoded explanation."""
 
     input: InputConfig
@@ -122,6 +123,7 @@ class JobConfig:
     method: str = DEFAULT_METHOD
     budget: int | None = None
     b: int | None = None
+    adaptive: bool = False
     t: int = 5
     refit: str | None = "ls"
     trees: str = "lightgbm"
@@ -146,6 +148,8 @@ class JobConfig:
         """The part of the config that can change results, secrets redacted: all but ray/output/progress
         and the backend's ``execution_options`` (e.g. rate limits and cost caps)."""
         data = {key: value for key, value in redact(self.to_dict()).items() if key not in EXECUTION_KEYS}
+        if not data["adaptive"]:
+            del data["adaptive"]  # the hash of a job with a fixed design is the one before the key existed
         excluded = execution_options(self.backend["name"])
         data["backend"] = {key: value for key, value in data["backend"].items() if key not in excluded}
         return data
@@ -344,6 +348,7 @@ def _check(config: JobConfig) -> list[str]:
         problems.append("config: 'featurizer.spans_field' is required when 'featurizer.unit' is spans")
     if config.budget is not None and config.b is not None:
         problems.append("config: set either 'budget' or 'b', not both")
+    problems += _adaptive_problems(config)
     for key, low, high in _BOUNDS:
         section, _, name = key.rpartition(".")
         value = getattr(getattr(config, section) if section else config, name)
@@ -352,6 +357,18 @@ def _check(config: JobConfig) -> list[str]:
         elif value is not None and high is not None and value > high:
             problems.append(f"config: {key!r} must be <= {high}, got {value}")
     return problems + _check_backend(config)
+
+
+def _adaptive_problems(config: JobConfig) -> list[str]:
+    """``adaptive`` needs spex-hybrid (a cross-validated fit) and a budget (or b) to cap."""
+    if not config.adaptive:
+        return []
+    problems = []
+    if config.method != "spex-hybrid":
+        problems.append(f"config: 'adaptive' needs method spex-hybrid (a cross-validated fit), got {config.method!r}")
+    if config.budget is None and config.b is None:
+        problems.append("config: 'adaptive' needs 'budget' (or 'b'): the most queries an example may spend")
+    return problems
 
 
 def _check_masking(config: JobConfig) -> None:

@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from connectors.base import Example
-from connectors.documents import documents_example
-from connectors.image import image_example
+from connectors.features.documents import documents_example
+from connectors.features.image import image_example
 from pipelines.config import PACKAGE_SCHEME, PATCHES, InputConfig, JobConfig, package_path
 from pipelines.sources import data_files
 

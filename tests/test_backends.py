@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from connectors import Backend, Example, Score, build_backend
+from connectors.backends.fake import DIE_MARKER, FakeBackend
 from connectors.base import BACKENDS, RateLimits, backend_class, check_masks
-from connectors.fake import DIE_MARKER, FakeBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"name": "fake", "terms": [[[0, 3], 1.5], [[2], -0.7]], "constant": 0.2, "noise": 0.0, "seed": 0}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from connectors.backends.fake import FakeBackend
 from connectors.base import BACKENDS, Backend, Example, Score
-from connectors.fake import FakeBackend
 from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.inputs import BadInput

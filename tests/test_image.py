@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from connectors.image import PatchMasker, image_example, load_image, patch_labels, patch_names
+from connectors.features.image import PatchMasker, image_example, load_image, patch_labels, patch_names
 
 
 def _image(height=30, width=40, channels=3, seed=0):

@@ -18,8 +18,8 @@ from openai_server import (  # noqa: E402
 )
 
 from connectors import Example, build_backend, example_renderer  # noqa: E402
-from connectors.openai_backend import DEFAULT_USER_TEMPLATE, OpenAIBackend  # noqa: E402
-from connectors.openai_values import label_variants, logsumexp  # noqa: E402
+from connectors.backends.openai_backend import DEFAULT_USER_TEMPLATE, OpenAIBackend  # noqa: E402
+from connectors.backends.openai_values import label_variants, logsumexp  # noqa: E402
 
 KEY = "sk-test-Zq8v3KeyThatMustNeverLeak0001"
 TEXT = "A snail climbs a ten metre wall, three metres up each day and two metres down each night."

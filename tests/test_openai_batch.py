@@ -11,8 +11,8 @@ pytest.importorskip("bpe_openai")
 from openai_server import FakeOpenAIServer  # noqa: E402
 
 from connectors import Example  # noqa: E402
-from connectors.openai_backend import OpenAIBackend  # noqa: E402
-from connectors.openai_batch import BatchRequest, batch_jsonl  # noqa: E402
+from connectors.backends.openai_backend import OpenAIBackend  # noqa: E402
+from connectors.backends.openai_batch import BatchRequest, batch_jsonl  # noqa: E402
 
 KEY = "sk-test-batch-key-000000000000000000"
 

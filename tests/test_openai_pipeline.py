@@ -18,7 +18,7 @@ pytest.importorskip("bpe_openai")
 
 from openai_server import FakeOpenAIServer, next_token_logprobs  # noqa: E402
 
-from connectors.openai_values import label_variants, logsumexp  # noqa: E402
+from connectors.backends.openai_values import label_variants, logsumexp  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.inputs import load_examples  # noqa: E402
 from pipelines.method import MethodSpec  # noqa: E402

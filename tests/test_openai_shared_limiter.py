@@ -15,7 +15,7 @@ from openai_server import FakeOpenAIServer  # noqa: E402
 from test_openai_window import FAULTS, MARGIN_S, RPM, TPM, WINDOW_S, assert_windows_hold  # noqa: E402
 
 from connectors import Example, build_backend  # noqa: E402
-from connectors.openai_backend import OpenAIBackend  # noqa: E402
+from connectors.backends.openai_backend import OpenAIBackend  # noqa: E402
 from pipelines.usage import Usage  # noqa: E402
 from pipelines.shared_limiter import (  # noqa: E402
     SharedLimiter,

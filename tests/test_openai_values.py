@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from connectors.openai_values import (
+from connectors.backends.openai_values import (
     LabelValue,
     MalformedResponse,
     TargetValue,

@@ -19,7 +19,7 @@ pytest.importorskip("bpe_openai")
 from openai_server import FakeOpenAIServer, busiest_window  # noqa: E402
 
 from connectors import Example  # noqa: E402
-from connectors.openai_backend import OpenAIBackend  # noqa: E402
+from connectors.backends.openai_backend import OpenAIBackend  # noqa: E402
 from connectors.ratelimit import RateLimiter  # noqa: E402
 
 KEY = "sk-test-window-0000000000000000"

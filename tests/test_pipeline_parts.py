@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from connectors.backends.fake import FakeBackend
 from connectors.base import BACKENDS, Backend, Example, Score
-from connectors.fake import FakeBackend
 from pipelines.backends import default_gpus
 from pipelines.config import ConfigError, config_from_dict, redact
 from pipelines.inputs import BadInput, count_records, load_examples
@@ -307,7 +307,7 @@ def test_document_configs_are_checked(tmp_path, input_fields, featurizer, messag
 def test_the_result_hash_leaves_out_the_backend_execution_options(tmp_path):
     pytest.importorskip("openai")
     pytest.importorskip("bpe_openai")
-    from connectors.openai_backend import OpenAIBackend
+    from connectors.backends.openai_backend import OpenAIBackend
 
     def config(**backend):
         return _config(tmp_path, b"", backend={"name": "openai", "model": "gpt-4o-mini", **backend})

@@ -7,8 +7,8 @@ pytest.importorskip("transformers")
 from tiny_lm import byte_level_tokenizer, metaspace_tokenizer  # noqa: E402
 
 from connectors.base import Example  # noqa: E402
-from connectors.documents import documents_context, documents_example  # noqa: E402
-from connectors.prompts import PromptFormat, build_prompt, encode_piece, split_gap  # noqa: E402
+from connectors.features.documents import documents_context, documents_example  # noqa: E402
+from connectors.features.prompts import PromptFormat, build_prompt, encode_piece, split_gap  # noqa: E402
 
 TEMPLATE = "Context: {context}\n\nQuestion: {question}\nAnswer:"
 TEXT = "The cat sat on the mat.  Paris is the capital of France!\nThe dog barked."
@@ -29,7 +29,7 @@ def _encode(tokenizer, text):
 
 
 def _masked_text(example, keep, before, after, strategy="remove", mask_token="[MASK]"):
-    """The prompt text a row stands for, built independently of connectors.prompts."""
+    """The prompt text a row stands for, built independently of connectors.features.prompts."""
     text, spans = example.text, example.spans
     prefix = before.rstrip(" ")
     out = prefix

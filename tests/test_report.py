@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from connectors.backends.fake import FakeBackend
 from connectors.base import Example
-from connectors.fake import FakeBackend
 from headless import Browser, chromium_path
 from pipelines.cli import main
 from pipelines.inputs import BadInput

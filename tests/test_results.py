@@ -16,8 +16,8 @@ import pytest
 import ray
 
 import spex_ray
+from connectors.backends.fake import FakeBackend
 from connectors.base import Example
-from connectors.fake import FakeBackend
 from pipelines.config import load_config
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter, read_parts

@@ -8,9 +8,9 @@ pytest.importorskip("transformers")
 
 from tiny_lm import save_tiny_llama  # noqa: E402
 
+from connectors.backends.transformers_backend import TransformersBackend  # noqa: E402
 from connectors.base import Example, build_backend  # noqa: E402
-from connectors.documents import documents_example  # noqa: E402
-from connectors.transformers_backend import TransformersBackend  # noqa: E402
+from connectors.features.documents import documents_example  # noqa: E402
 
 TEMPLATE = "Context: {context}\n\nQuestion: {question}\nAnswer:"
 TEXT = "The cat sat on the mat. Paris is the capital of France. The dog barked at the cat."

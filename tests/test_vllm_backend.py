@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 from tiny_lm import save_tiny_llama  # noqa: E402
 
 from connectors.base import Example, build_backend  # noqa: E402
-from connectors.image import PatchMasker, image_example  # noqa: E402
+from connectors.features.image import PatchMasker, image_example  # noqa: E402
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 TEMPLATE = "Context: {context}\n\nQuestion: {question}\nAnswer:"
@@ -105,7 +105,7 @@ def _spec(model_dir, **options):
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
 def test_without_vllm_construction_fails_at_once_naming_the_extra(model_dir):
-    from connectors.vllm_backend import VLLMBackend
+    from connectors.backends.vllm_backend import VLLMBackend
 
     with pytest.raises(ImportError, match=r"pip install 'spex-ray\[vllm\]'"):
         VLLMBackend(model=str(model_dir))

@@ -295,8 +295,8 @@ def test_a_vision_language_model_scores_masked_images_as_transformers_does(in_pr
     from tiny_lm import save_tiny_idefics3
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from connectors.image import PatchMasker, image_example
-    from connectors.prompts import encode_piece
+    from connectors.features.image import PatchMasker, image_example
+    from connectors.features.prompts import encode_piece
 
     model_dir = save_tiny_idefics3(tmp_path / "idefics3")
     pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)

@@ -43,9 +43,8 @@ import bpe_openai
 import numpy as np
 import openai
 
-from connectors.base import LIMITER_OPTION, Backend, Example, RateLimits, Score, example_renderer
-from connectors.openai_batch import BatchRequest, requests_digest, run_batch
-from connectors.openai_values import (
+from connectors.backends.openai_batch import BatchRequest, requests_digest, run_batch
+from connectors.backends.openai_values import (
     RENAMED_VALUE_KINDS,
     VALUE_KINDS,
     LabelValue,
@@ -53,6 +52,7 @@ from connectors.openai_values import (
     TargetValue,
     label_variants,
 )
+from connectors.base import LIMITER_OPTION, Backend, Example, RateLimits, Score, example_renderer
 from connectors.ratelimit import CostCapReached, RateLimiter, rate_limit_headers, retry_after_seconds
 from spex_ray.text import STRATEGIES
 

