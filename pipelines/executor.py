@@ -20,9 +20,8 @@ from pipelines.calls import Batch, BatchResult, FitCall, FitResult, TargetCall, 
 from pipelines.config import JobConfig
 from pipelines.journal import Journal
 from pipelines.layout import QueryLayout
-from pipelines.reduce import decode
+from pipelines.reduce import run_fit
 from pipelines.scoring import BatchScorer
-from pipelines.shared_limiter import takes_shared_limiter
 
 Result = BatchResult | TargetResult | FitResult
 LOCAL_NODE = "local"
@@ -84,7 +83,7 @@ class LocalExecutor:
 
     def shared_limiter(self, backend_cls: type, spec: Mapping[str, Any],
                        spent_usd: float) -> tuple[dict[str, Any], None]:
-        if takes_shared_limiter(backend_cls, spec):
+        if backend_cls.shared_limits(spec) is not None:
             raise ValueError(f"{backend_cls.__name__} shares a job-wide rate limiter, which needs Ray: "
                              "run it with the Ray executor")
         return dict(spec), None
@@ -113,7 +112,8 @@ class LocalExecutor:
         """Run the oldest fit, else the oldest call, and yield its result."""
         if self._fits:
             call = self._fits.popleft()
-            yield FitResult(call, decode(call.example, call.spec, call.layout, call.values))
+            rows, r2 = run_fit(call)
+            yield FitResult(call, rows, r2=r2)
         elif self._calls:
             yield self._run(self._calls.popleft())
 

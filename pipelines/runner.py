@@ -48,7 +48,6 @@ from pipelines.outputs import Outputs
 from pipelines.parts import TEMP_PREFIX
 from pipelines.progress import Progress
 from pipelines.resume import ResumeState, all_finished, read_finished
-from pipelines.shared_limiter import takes_shared_limiter
 from pipelines.summary import JobSummary
 
 __all__ = ["BATCH_STATE_DIR", "FailFast", "JobMismatchError", "JobSummary", "run_job"]
@@ -99,7 +98,7 @@ def _run(config: JobConfig, output: Path, limit: int | None, summary: JobSummary
     makes_targets = cls.makes_targets
     spec = _backend_spec(config, output, name)
     resume = ResumeState.read(output, run_id, finished, makes_targets=makes_targets,
-                              charged=takes_shared_limiter(cls, spec))
+                              charged=cls.shared_limits(spec) is not None)
     spec, limiter = executor.shared_limiter(cls, spec, resume.usage.cost_usd)
     journal = None if limiter is None else ((output / JOURNAL_DIR).resolve(), run_id)
     outputs = None

@@ -1,4 +1,5 @@
-"""One rate limit and one dollar cap for the whole job: a Ray actor holding a ``RateLimiter``.
+"""One rate limit and one dollar cap for the whole job: a Ray actor holding a ``RateLimiter``
+(Ray-only: ``pipelines.ray_executor`` imports it; a backend that declares ``shared_limits`` gets one).
 
 Every scorer actor's backend gets a ``SharedLimiter`` (picklable: it holds the actor handle) with
 the interface of ``connectors.ratelimit.RateLimiter``, so all replicas draw on one RPM/TPM budget
@@ -115,19 +116,13 @@ def start_shared_limiter(rpm: float | None = None, tpm: float | None = None,
     return SharedLimiter(handle, ray.get(handle.margin_s.remote()))
 
 
-def takes_shared_limiter(backend_cls: type[Backend], spec: Mapping[str, Any]) -> bool:
-    """Whether ``attach_shared_limiter`` starts a limiter for this backend class and spec: the class
-    declares ``shared_limits`` for it and the spec sets no limiter."""
-    return LIMITER_OPTION not in spec and backend_cls.shared_limits(spec) is not None
-
-
 def attach_shared_limiter(backend_cls: type[Backend], spec: Mapping[str, Any],
                           spent_usd: float = 0.0) -> tuple[dict[str, Any], SharedLimiter | None]:
-    """For a backend class that shares a rate limit (``Backend.shared_limits``): start the job-wide
-    limiter with the limits it declares for the spec, already charged ``spent_usd``, and return
-    ``(spec with limiter=client, client)``; other backends get ``(spec, None)``."""
-    if not takes_shared_limiter(backend_cls, spec):
-        return dict(spec), None
+    """For a backend class that shares a rate limit (``Backend.shared_limits`` of the spec is not
+    None): start the job-wide limiter with the limits it declares, already charged ``spent_usd``,
+    and return ``(spec with limiter=client, client)``; other backends get ``(spec, None)``."""
     limits = backend_cls.shared_limits(spec)
+    if limits is None:
+        return dict(spec), None
     limiter = start_shared_limiter(limits.rpm, limits.tpm, limits.max_cost_usd, spent_usd=spent_usd)
     return {**spec, LIMITER_OPTION: limiter}, limiter

@@ -1,10 +1,13 @@
 """The job's steps on the local executor: one process, no Ray cluster, the same output folder."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import ray
 
+from connectors.base import Backend, RateLimits, Score
 from pipelines.config import JobConfig, config_from_dict
 from pipelines.executor import LOCAL_NODE, LocalExecutor
 from pipelines.parts import read_parts
@@ -42,3 +45,31 @@ def test_a_local_run_resumes_sending_only_the_missing_queries(tmp_path):
     whole = run_job(_config(tmp_path / "whole"), executor=LocalExecutor)
     assert first.queries_sent + second.queries_sent == whole.queries_sent
     assert _explanations(tmp_path / "out") == _explanations(tmp_path / "whole")
+
+
+def test_the_local_path_imports_no_ray():
+    code = ("import sys, pipelines.job, pipelines.executor, pipelines.runner; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+class _Shared(Backend):
+    """Declares a shared rate limit unless its options say otherwise."""
+
+    def __init__(self, shared: bool = True) -> None:
+        pass
+
+    @classmethod
+    def shared_limits(cls, options):
+        return RateLimits(rpm=60, tpm=None, max_cost_usd=None) if options.get("shared", True) else None
+
+    def _score(self, example, keep):
+        return [Score(0.0, "{}") for _ in keep]
+
+
+def test_the_local_executor_refuses_only_a_backend_that_declares_a_shared_limit(tmp_path):
+    executor = LocalExecutor(_config(tmp_path / "out"))
+    with pytest.raises(ValueError, match="needs Ray"):
+        executor.shared_limiter(_Shared, {"name": "x:_Shared"}, 0.0)
+    assert executor.shared_limiter(_Shared, {"name": "x:_Shared", "shared": False}, 0.0) == (
+        {"name": "x:_Shared", "shared": False}, None)
