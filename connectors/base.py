@@ -140,7 +140,8 @@ class Backend(abc.ABC):
     The contract every backend meets, a backend of one's own (``backend.name:
     "package.module:Class"``) included. Adding a backend never edits the job: it reads only this.
 
-    Options (the one place they are declared): the keyword parameters of ``__init__``, set in
+    Options (the one place they are declared): the keyword parameters of ``__init__`` (and, when
+    it takes ``**options`` and passes them on, those of its base class's ``__init__``), set in
     a config's ``backend`` section (plain YAML values: they are stored in ``job.json``). Taking
     ``strategy`` and ``mask_token`` gets the config's ``masking`` settings. The config's options
     are checked when it loads, before Ray starts (``check_options``: unknown or missing names,
@@ -334,18 +335,25 @@ def is_import_path(name: str) -> bool:
 
 
 def _options(cls: type) -> tuple[set[str], set[str], bool]:
-    """(allowed option names, required option names, accepts **kwargs) of ``cls.__init__``."""
+    """(allowed option names, required option names, accepts any name) of ``cls``'s constructor:
+    its keyword parameters; a constructor that takes ``**options`` passes them to the next
+    constructor up the class's bases, whose keyword parameters count too."""
     allowed: set[str] = set()
     required: set[str] = set()
-    var_keyword = False
-    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            var_keyword = True
-        elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            allowed.add(param.name)
-            if param.default is inspect.Parameter.empty:
-                required.add(param.name)
-    return allowed, required, var_keyword
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        var_keyword = False
+        for param in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                var_keyword = True
+            elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+                allowed.add(param.name)
+                if param.default is inspect.Parameter.empty:
+                    required.add(param.name)
+        if not var_keyword:
+            return allowed, required, False
+    return allowed, required, True
 
 
 def build_backend(spec: Mapping[str, Any]) -> Backend:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from connectors.base import Backend, Example, Score
-from connectors.features.prompts import PromptFormat, TokenPrompt, build_prompt, encode_piece
+from connectors.features.prompts import CONTEXT, PromptFormat, TokenPrompt, build_prompt, encode_piece
 from connectors.lru import LRUCache
 from spex_ray.text import STRATEGIES
 
@@ -54,7 +54,7 @@ class LogprobBackend(Backend):
     """Shared scoring for open models: token-id prompts in, log-probabilities out.
 
     Subclasses load a model and implement the engine calls ``_logprobs`` and ``_generate``; the
-    options below are theirs too. ``labels``: ``[[label A variants], [label B variants]]`` for
+    options of ``__init__`` are theirs too (taken as ``**value_options``). ``labels``: ``[[label A variants], [label B variants]]`` for
     "label_log_odds". ``max_new_tokens`` and ``stop`` bound the generated answer: it ends at an
     EOS token, after ``max_new_tokens`` tokens, or before the first ``stop`` string, and is
     stripped. ``target_prefix`` goes before every target (None: " " for plain templates, where the
@@ -87,37 +87,32 @@ class LogprobBackend(Backend):
             problems.append(f"'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         return problems
 
-    def _setup(
+    def __init__(
         self,
-        tokenizer: Any,
         *,
-        template: str,
-        chat_template: bool,
-        system: str | None,
-        add_bos: bool | None,
-        value: str,
-        labels: Sequence[Sequence[str] | str] | None,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        target_prefix: str | None,
-        strategy: str,
-        mask_token: str,
-        context: bool = True,
+        template: str = CONTEXT,
+        chat_template: bool = False,
+        system: str | None = None,
+        add_bos: bool | None = None,
+        value: str = "answer_logprob",
+        labels: Sequence[Sequence[str] | str] | None = None,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+        target_prefix: str | None = None,
+        strategy: str = "remove",
+        mask_token: str = "[MASK]",
     ) -> None:
-        """Check the options and tokenize what does not depend on an example."""
+        """Check and keep the value-function options. A subclass's constructor takes them as
+        ``**value_options`` (``Backend``: they are its options too), passes them here, then calls
+        ``_setup`` with its tokenizer."""
         if value not in VALUES:
             raise ValueError(f"unknown value {value!r}; expected one of {', '.join(VALUES)}")
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
             raise ValueError(f"stop must be a list of non-empty strings, got {stop!r}")
-        if context and strategy not in STRATEGIES:
-            raise ValueError(f"unknown masking strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         if not isinstance(mask_token, str):
             raise ValueError(f"mask_token must be a string, got {type(mask_token).__name__}")
-        if chat_template and tokenizer.chat_template is None:
-            raise ValueError("chat_template is set but the tokenizer has no chat template")
-        self.tokenizer = tokenizer
         self.format = PromptFormat(template=template, chat_template=chat_template, system=system, add_bos=add_bos)
         self.value = value
         self.max_new_tokens = max_new_tokens
@@ -125,10 +120,19 @@ class LogprobBackend(Backend):
         self.target_prefix = target_prefix if target_prefix is not None else ("" if chat_template else " ")
         self.strategy = strategy
         self.mask_token = mask_token
-        self.context = context
         self.labels = _labels(labels) if value == "label_log_odds" else None
         if value == "answer_logprob" and labels is not None:
             raise ValueError("labels are only used with value 'label_log_odds'")
+
+    def _setup(self, tokenizer: Any, *, context: bool = True) -> None:
+        """Tokenize what does not depend on an example; ``context`` False: the features are not
+        text (image patches), so the prompt is the same for every mask."""
+        if context and self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown masking strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if self.format.chat_template and tokenizer.chat_template is None:
+            raise ValueError("chat_template is set but the tokenizer has no chat template")
+        self.tokenizer = tokenizer
+        self.context = context
         self._label_ids = None
         if self.labels is not None:
             self._label_ids = [[encode_piece(tokenizer, variant) for variant in label] for label in self.labels]

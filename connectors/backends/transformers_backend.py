@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from connectors.backends.logprob import LogprobBackend, Request
-from connectors.features.prompts import CONTEXT
 
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 _INSTALL = "pip install 'spex-ray[hf]'"
@@ -45,18 +44,8 @@ class TransformersBackend(LogprobBackend):
         dtype: str | None = None,
         batch_size: int = 8,
         max_batch_tokens: int = 8192,
-        template: str = CONTEXT,
-        chat_template: bool = False,
-        system: str | None = None,
-        add_bos: bool | None = None,
-        value: str = "answer_logprob",
-        labels: Sequence[Sequence[str] | str] | None = None,
-        max_new_tokens: int = 32,
-        stop: Sequence[str] = ("\n",),
-        target_prefix: str | None = None,
-        strategy: str = "remove",
-        mask_token: str = "[MASK]",
         attn_implementation: str | None = None,
+        **value_options: Any,
     ) -> None:
         torch, transformers = _import_hf()
         for option, number in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
@@ -66,16 +55,14 @@ class TransformersBackend(LogprobBackend):
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
         if not Path(model).is_dir():
             raise ValueError(f"model must be a local model directory, got {model!r}")
+        super().__init__(**value_options)
         self._torch = torch
         self.model_path = str(Path(model).resolve())
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype if dtype is not None else ("float32" if self.device.type == "cpu" else "bfloat16")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self._setup(transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
-                    template=template, chat_template=chat_template, system=system, add_bos=add_bos, value=value,
-                    labels=labels, max_new_tokens=max_new_tokens, stop=stop, target_prefix=target_prefix,
-                    strategy=strategy, mask_token=mask_token)
+        self._setup(transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True))
         self._load_model(transformers.AutoModelForCausalLM, attn_implementation)
 
     def _load_model(self, auto_class: Any, attn_implementation: str | None) -> None:

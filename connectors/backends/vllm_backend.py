@@ -27,7 +27,6 @@ import numpy as np
 from connectors.backends.logprob import LogprobBackend, Request
 from connectors.base import Example
 from connectors.features.image import FILLS, PatchMasker, load_image, patch_names
-from connectors.features.prompts import CONTEXT
 from connectors.lru import LRUCache
 
 _INSTALL = "pip install 'spex-ray[vllm]'"
@@ -72,32 +71,21 @@ class VLLMBackend(LogprobBackend):
         tensor_parallel_size: int = TENSOR_PARALLEL_SIZE,
         seed: int = 0,
         engine_options: Mapping[str, Any] | None = None,
-        template: str = CONTEXT,
-        chat_template: bool = False,
-        system: str | None = None,
-        add_bos: bool | None = None,
-        value: str = "answer_logprob",
-        labels: Sequence[Sequence[str] | str] | None = None,
-        max_new_tokens: int = 32,
-        stop: Sequence[str] = ("\n",),
-        target_prefix: str | None = None,
-        strategy: str = "remove",
-        mask_token: str = "[MASK]",
         image_grid: Sequence[int] | None = None,
         blur_sigma: float | None = None,
+        **value_options: Any,
     ) -> None:
         transformers, vllm = _import_engine()
         if not Path(model).is_dir():
             raise ValueError(f"model must be a local model directory, got {model!r}")
         if not _is_positive_int(tensor_parallel_size):
             raise ValueError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}")
-        self.image_grid = _image_grid(image_grid, strategy)
+        super().__init__(**value_options)
+        self.image_grid = _image_grid(image_grid, self.strategy)
         self.blur_sigma = blur_sigma
         self.model_path = str(Path(model).resolve())
         self._setup(transformers.AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True),
-                    template=template, chat_template=chat_template, system=system, add_bos=add_bos, value=value,
-                    labels=labels, max_new_tokens=max_new_tokens, stop=stop, target_prefix=target_prefix,
-                    strategy=strategy, mask_token=mask_token, context=self.image_grid is None)
+                    context=self.image_grid is None)
         self.engine_config = {
             "model": self.model_path, "tokenizer": str(Path(tokenizer or model).resolve()),
             "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
