@@ -47,19 +47,19 @@ class JobPlan:
     holdout: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     estimate: dict[str, Any] = field(default_factory=dict)
-    decode_seconds: float | None = None  # CPU-s of one decode of the median-size example, timed here
+    fit_seconds: float | None = None  # CPU-s of one fit of the median-size example, timed here
     ray_start_seconds: float = 0.0  # Ray's start-up and the scorer actors' (or joining a cluster)
-    decode_cpus: int = 1  # decodes run at once: at most one per scorer actor, at most the CPUs here
+    fit_cpus: int = 1  # fits run at once: at most one per scorer actor, at most the CPUs here
 
     def wall_seconds(self, scoring: float | None, cpu_bound: bool) -> float | None:
         """The job's wall time: Ray's start-up, the scoring (``scoring`` seconds over the actors)
-        and the decoding spread over ``decode_cpus``; a CPU-bound backend's scoring shares the
-        CPUs with the decoding (the times add), another's overlaps it (the longer counts, plus
-        the last decode). None without a scoring estimate."""
+        and the fitting spread over ``fit_cpus``; a CPU-bound backend's scoring shares the
+        CPUs with the fitting (the times add), another's overlaps it (the longer counts, plus
+        the last fit). None without a scoring estimate."""
         if scoring is None:
             return None
-        decode = (self.decode_seconds or 0.0) * len(self.features) / self.decode_cpus
-        busy = scoring + decode if cpu_bound else max(scoring, decode) + (self.decode_seconds or 0.0)
+        fitting = (self.fit_seconds or 0.0) * len(self.features) / self.fit_cpus
+        busy = scoring + fitting if cpu_bound else max(scoring, fitting) + (self.fit_seconds or 0.0)
         return self.ray_start_seconds + busy
 
     @property
@@ -88,13 +88,13 @@ def plan_job(config: JobConfig, limit: int | None = None) -> JobPlan:
     plan.estimate = _estimate(config, plannable, [q + config.holdout + 2 for q in plan.design_queries])
     if plannable:
         median = sorted(plannable, key=lambda example: example.n)[len(plannable) // 2]
-        plan.decode_seconds = _time_decode(config, spec, median)
+        plan.fit_seconds = _time_fit(config, spec, median)
     plan.ray_start_seconds = RAY_JOIN_SECONDS if config.ray.address else RAY_START_SECONDS
-    plan.decode_cpus = max(1, min(config.ray.num_actors, os.cpu_count() or 1))
+    plan.fit_cpus = max(1, min(config.ray.num_actors, os.cpu_count() or 1))
     return plan
 
 
-def _time_decode(config: JobConfig, spec: MethodSpec, example: Example) -> float:
+def _time_fit(config: JobConfig, spec: MethodSpec, example: Example) -> float:
     """CPU seconds of one fit of the method on ``example``'s design. A fit's cost depends on the
     values (tree searches grow with the structure they find), so the values are the backend's own
     where it is cheap to run here (``timed_in_process``), else a planted sparse function."""
@@ -187,29 +187,29 @@ def describe(config: JobConfig, plan: JobPlan) -> str:
         lines.append(f"error: {example_id}: {error}")
     if len(plan.errors) > _SHOWN_ERRORS:
         lines.append(f"... and {len(plan.errors) - _SHOWN_ERRORS} more errors")
-    if plan.decode_seconds is not None:
-        total = plan.decode_seconds * len(plan.features)
-        lines.append(f"decode: {plan.decode_seconds:.2g} s per example on one CPU (timed on the median-size "
-                     f"example); {total:,.0f} CPU-s in all, {plan.decode_cpus} at once")
+    if plan.fit_seconds is not None:
+        total = plan.fit_seconds * len(plan.features)
+        lines.append(f"fit: {plan.fit_seconds:.2g} s per example on one CPU (timed on the median-size "
+                     f"example); {total:,.0f} CPU-s in all, {plan.fit_cpus} at once")
     lines += _estimate_lines(config, plan)
     return "\n".join(lines)
 
 
 def _estimate_lines(config: JobConfig, plan: JobPlan) -> list[str]:
-    """The headline wall time (Ray's start-up, scoring, decoding), dollars as dollars, the rest."""
+    """The headline wall time (Ray's start-up, scoring, fitting), dollars as dollars, the rest."""
     estimate = dict(plan.estimate)
     scoring = estimate.pop("seconds", None)
     cpu_bound = backend_class(config.backend["name"]).timed_in_process
     lines = []
     wall = plan.wall_seconds(scoring, cpu_bound)
     if wall is not None:
-        decode = (plan.decode_seconds or 0.0) * len(plan.features)
+        fitting = (plan.fit_seconds or 0.0) * len(plan.features)
         lines.append(f"estimate: wall time: {_duration(wall)} = Ray start-up ~{plan.ray_start_seconds:.0f} s + "
                      f"scoring {_duration(scoring)} on {config.ray.num_actors} actors "
-                     f"{'+' if cpu_bound else 'beside'} decoding {decode:,.0f} CPU-s over {plan.decode_cpus} CPUs")
+                     f"{'+' if cpu_bound else 'beside'} fitting {fitting:,.0f} CPU-s over {plan.fit_cpus} CPUs")
     else:
         lines.append("estimate: wall time unknown (the backend gives no estimate and no earlier run has logged "
-                     "latencies); Ray start-up and decoding alone: "
+                     "latencies); Ray start-up and fitting alone: "
                      f"{_duration(plan.wall_seconds(0.0, True) or 0.0)}")
     if "usd_online" in estimate:
         lines.append(f"estimate: dollars: ${estimate.pop('usd_online'):,.2f} online, "

@@ -56,8 +56,8 @@ def test_plan_prints_examples_features_and_queries_without_scoring(tmp_path, cap
     assert "held-out queries per example: 200" in out
     assert f"total queries: {total:,}" in out
     assert "estimate: wall time: " in out and "Ray start-up" in out and "timed in this process" in out
-    decode = re.search(r"decode: ([0-9.e+-]+) s per example on one CPU .*; ([0-9,]+) CPU-s in all", out)
-    assert decode and float(decode.group(1)) > 0
+    fit = re.search(r"fit: ([0-9.e+-]+) s per example on one CPU .*; ([0-9,]+) CPU-s in all", out)
+    assert fit and float(fit.group(1)) > 0
 
 
 def test_plan_asks_the_backend_class_for_its_estimate(tmp_path, monkeypatch, capsys):
