@@ -41,6 +41,8 @@ NOT_SECRETS: frozenset[str] = frozenset(
      "max_num_batched_tokens", "max_batch_tokens"}
 )
 REDACTED = "<redacted>"
+# Keys a config may no longer use -> the key that replaced them (named in the error).
+RENAMED_KEYS: dict[str, str] = {"ray.num_cpus_per_decode": "ray.num_cpus_per_fit"}
 
 
 class ConfigError(ValueError):
@@ -93,8 +95,8 @@ class RayConfig:
     """Execution settings: where and how wide the job runs. Not part of the result hash.
 
     ``num_gpus_per_actor`` None: the backend's need (vLLM: ``tensor_parallel_size``; else 0).
-    ``num_cpus_per_decode`` is 0 by default because scorer actors usually hold every CPU; the
-    driver runs at most ``num_actors`` decode tasks at once. ``max_attempts`` bounds the tries of
+    ``num_cpus_per_fit`` is 0 by default because scorer actors usually hold every CPU; the
+    driver runs at most ``num_actors`` fit tasks at once. ``max_attempts`` bounds the tries of
     one query; ``flush_seconds`` bounds the scored work a kill can lose.
     """
 
@@ -102,7 +104,7 @@ class RayConfig:
     num_actors: int = 2
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float | None = None
-    num_cpus_per_decode: float = 0.0
+    num_cpus_per_fit: float = 0.0
     batch_size: int = 128
     max_restarts: int = 3
     max_attempts: int = 3
@@ -323,7 +325,7 @@ _BOUNDS: tuple[tuple[str, float, float | None], ...] = (
     ("ray.num_actors", 1, 100_000),
     ("ray.num_cpus_per_actor", 0, None),
     ("ray.num_gpus_per_actor", 0, None),
-    ("ray.num_cpus_per_decode", 0, None),
+    ("ray.num_cpus_per_fit", 0, None),
     ("ray.batch_size", 1, 1_000_000),
     ("ray.max_restarts", 0, 10_000),
     ("ray.max_attempts", 1, 100),
@@ -455,8 +457,7 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems += [f"config: unknown key {prefix + key!r} (allowed: {', '.join(sorted(fields))}){did_you_mean(key, fields)}"
-                 for key in sorted(str(key) for key in data if key not in fields)]
+    problems += [_unknown_key(prefix, key, fields) for key in sorted(str(key) for key in data if key not in fields)]
     values = {}
     complete = True
     for name, spec in fields.items():
@@ -478,6 +479,14 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             complete = complete and not (spec.default is dataclasses.MISSING
                                          and spec.default_factory is dataclasses.MISSING)
     return cls(**values) if complete else None
+
+
+def _unknown_key(prefix: str, key: str, fields: Iterable[str]) -> str:
+    """The problem of an unknown key ``prefix + key``: renamed (naming the new key), or listing the
+    allowed ``fields`` with the closest as a did-you-mean."""
+    if prefix + key in RENAMED_KEYS:
+        return f"config: key {prefix + key!r} is now {RENAMED_KEYS[prefix + key]!r}"
+    return f"config: unknown key {prefix + key!r} (allowed: {', '.join(sorted(fields))}){did_you_mean(key, fields)}"
 
 
 def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:

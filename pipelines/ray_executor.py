@@ -25,7 +25,7 @@ from pipelines.executor import Result
 from pipelines.layout import QueryLayout
 from pipelines.method import MethodSpec
 from pipelines.reaper import child_pids, reap_now, reap_on_exit
-from pipelines.reduce import decode
+from pipelines.reduce import fit_example
 from pipelines.shared_limiter import attach_shared_limiter
 
 _WAIT_SECONDS = 0.5
@@ -100,7 +100,7 @@ class RayExecutor:
         self._pool.submit(call)
 
     def submit_fit(self, call: FitCall) -> None:
-        ref = _fit_task.options(num_cpus=self._settings.num_cpus_per_decode).remote(
+        ref = _fit_task.options(num_cpus=self._settings.num_cpus_per_fit).remote(
             call.example, call.spec, call.layout, call.values)
         self._fits[ref] = call
 
@@ -144,4 +144,4 @@ class RayExecutor:
 
 @ray.remote(max_retries=2)
 def _fit_task(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
-    return decode(example, spec, layout, values)
+    return fit_example(example, spec, layout, values)

@@ -26,7 +26,7 @@ from pipelines.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
 VALUE_INDICES: tuple[str, ...] = ("banzhaf", "shapley")
 
 
-def decode(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
+def fit_example(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
     """Explanation rows of ``example`` (``row_indices(spec)``); an exception while fitting (or
     converting to one index) becomes error rows (that index's row) instead of ending the job."""
     values = np.asarray(values, dtype=np.float64)

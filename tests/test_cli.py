@@ -17,7 +17,7 @@ from pipelines.config import load_config
 from pipelines.inputs import BadInput
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter
-from pipelines.reduce import decode, error_rows, rows_to_batch
+from pipelines.reduce import error_rows, fit_example, rows_to_batch
 from pipelines.scoring import BatchScorer
 from spex_ray.methods import plan_method
 from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
@@ -101,7 +101,7 @@ def explained(tmp_path):
     backend = FakeBackend(terms=[[[3], -0.8], [[2, 3], 0.5], [[0], 0.05]])
     values = np.array([s.value for s in backend.score(example, layout.masks(0, layout.num_queries))])
     writer = PartWriter(tmp_path / "explanations", EXPLANATION_SCHEMA, "run")
-    writer.append(rows_to_batch(decode(example, spec, layout, values)))
+    writer.append(rows_to_batch(fit_example(example, spec, layout, values)))
     writer.append(rows_to_batch(error_rows(BadInput("ex-2", "missing field 'text'"), spec, "missing field 'text'")))
     writer.flush()
     return tmp_path
@@ -150,7 +150,7 @@ def test_module_entry_point_prints_help():
     assert result.returncode == 0 and "{run,plan,show,report" in result.stdout
 
 
-def test_plan_prints_dollars_as_dollars_and_a_wall_time_with_ray_and_decoding(tmp_path, capsys):
+def test_plan_prints_dollars_as_dollars_and_a_wall_time_with_ray_and_fitting(tmp_path, capsys):
     pytest.importorskip("openai")
     puzzles = ROOT / "configs" / "puzzles-gpt4o-mini.yaml"
     assert main(["plan", str(puzzles), "--limit", "3", "--output", str(tmp_path / "out")]) == 0

@@ -76,6 +76,7 @@ def test_defaults_fill_everything_but_input_and_backend(tmp_path, minimal):
          "target_field, text_field)"),
         ({"budgets": 10}, "config: unknown key 'budgets' (allowed: "),
         ({"ray": {"num_actor": 2}}, "config: unknown key 'ray.num_actor'"),
+        ({"ray": {"num_cpus_per_decode": 1}}, "config: key 'ray.num_cpus_per_decode' is now 'ray.num_cpus_per_fit'"),
         ({"ray": {"num_actors": "two"}}, "config: 'ray.num_actors' must be an integer, got 'two'"),
         ({"ray": {"num_actors": 0}}, "config: 'ray.num_actors' must be >= 1, got 0"),
         ({"ray": 3}, "config: 'ray' must be a mapping, got int"),

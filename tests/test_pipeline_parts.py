@@ -16,7 +16,7 @@ from pipelines.inputs import BadInput, count_records, load_examples
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter, compact_parts, group_by_example, part_files, read_parts
 from pipelines.plan import plan_job
-from pipelines.reduce import decode, error_rows, rows_to_batch
+from pipelines.reduce import error_rows, fit_example, rows_to_batch
 from pipelines.scoring import BatchScorer
 from pipelines.schema import EXPLANATION_SCHEMA, QUERY_LOG_SCHEMA
 
@@ -148,11 +148,11 @@ def test_part_writer_rejects_another_schema(tmp_path):
         writer.append(pa.RecordBatch.from_pydict({"example_id": ["a"]}))
 
 
-def test_decode_recovers_a_planted_function_with_perfect_faithfulness():
+def test_fit_example_recovers_a_planted_function_with_perfect_faithfulness():
     spec = _spec()
     layout = spec.layout(EXAMPLE.n)
     values = np.array([s.value for s in FakeBackend(terms=TERMS, constant=0.3).score(EXAMPLE, layout.masks(0, layout.num_queries))])
-    rows = decode(EXAMPLE, spec, layout, values)
+    rows = fit_example(EXAMPLE, spec, layout, values)
     assert [row["index"] for row in rows] == ["fourier", "fbii", "shapley"]
     assert [row["max_order"] for row in rows] == [2, 2, 1]
     fourier = {tuple(t["features"]): t["value"] for t in rows[0]["interactions"]}

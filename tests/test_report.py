@@ -17,7 +17,7 @@ from pipelines.cli import main
 from pipelines.inputs import BadInput
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter
-from pipelines.reduce import decode, error_rows, rows_to_batch
+from pipelines.reduce import error_rows, fit_example, rows_to_batch
 from pipelines.report import gaps, read_rows, recurring, report, views
 from spex_ray import Interactions
 from spex_ray._html import terms_view
@@ -35,7 +35,7 @@ TERMS = [[[3], 0.8], [[2, 3], 0.5], [[0], 0.05]]
 def _explain(example: Example) -> list[dict]:
     layout = SPEC.layout(example.n)
     values = np.array([s.value for s in FakeBackend(terms=TERMS).score(example, layout.masks(0, layout.num_queries))])
-    return decode(example, SPEC, layout, values)
+    return fit_example(example, SPEC, layout, values)
 
 
 def _job(folder, extra: int = 0):

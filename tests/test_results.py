@@ -21,7 +21,7 @@ from connectors.base import Example
 from pipelines.config import load_config
 from pipelines.method import MethodSpec
 from pipelines.parts import PartWriter, read_parts
-from pipelines.reduce import decode, rows_to_batch
+from pipelines.reduce import fit_example, rows_to_batch
 from pipelines.runner import run_job
 from spex_ray import Interactions, faithfulness
 from spex_ray.interactions import INDICES, PREDICTABLE
@@ -149,7 +149,7 @@ def explained(tmp_path):
     backend = FakeBackend(terms=[[[1], -0.8], [[0, 1], 0.5], [[4], 0.2]], constant=0.1)
     values = np.array([s.value for s in backend.score(example, layout.masks(0, layout.num_queries))])
     writer = PartWriter(tmp_path / "explanations", EXPLANATION_SCHEMA, "run")
-    writer.append(rows_to_batch(decode(example, spec, layout, values)))
+    writer.append(rows_to_batch(fit_example(example, spec, layout, values)))
     writer.flush()
     return tmp_path
 
