@@ -2,7 +2,8 @@
 
 Three calls: a ``TargetCall`` asks one backend replica for an example's target, a ``Batch`` asks
 one for the query-log rows of a range of an example's query ids, a ``FitCall`` turns an example's
-values into explanation rows (``pipelines.reduce``). Each comes back as its ``...Result``.
+values into explanation rows (``pipelines.reduce.run_fit``; with adaptive budgets, the values of
+one stage, into rows or into "go on to the next stage"). Each comes back as its ``...Result``.
 """
 
 from __future__ import annotations
@@ -43,12 +44,17 @@ class TargetCall:
 
 @dataclass
 class FitCall:
-    """One example whose values are all in, to fit and turn into explanation rows."""
+    """One example whose values are all in, to fit and turn into explanation rows. With adaptive
+    budgets, those of ``stage`` (an index into ``layout.stages()``; None: the whole design) are in;
+    ``previous_r2``: the cross-validated R² of the stage before (None: the first stage, or not
+    known to this run: the fit computes it when the rule needs it)."""
 
     example: Example
     spec: MethodSpec
     layout: QueryLayout
     values: np.ndarray
+    stage: int | None = None
+    previous_r2: float | None = None
 
 
 @dataclass
@@ -71,11 +77,19 @@ class TargetResult:
 
 @dataclass
 class FitResult:
-    """An example's explanation rows, or why the fit did not run (``rows`` None, ``error`` why)."""
+    """An example's explanation rows, or why the fit did not run (``rows`` None, ``error`` why), or
+    (``goes_on``) an adaptive stage that did not stop the example. ``r2``: an adaptive stage's
+    cross-validated R² (None without adaptive budgets)."""
 
     call: FitCall
     rows: list[dict] | None
     error: str | None = None
+    r2: float | None = None
+
+    @property
+    def goes_on(self) -> bool:
+        """The example's next stage of queries is to be sent (no rows, no error)."""
+        return self.rows is None and self.error is None
 
 
 def make_target(backend: Backend, example: Example) -> tuple[str | None, str | None]:

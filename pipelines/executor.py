@@ -20,7 +20,7 @@ from pipelines.calls import Batch, BatchResult, FitCall, FitResult, TargetCall, 
 from pipelines.config import JobConfig
 from pipelines.journal import Journal
 from pipelines.layout import QueryLayout
-from pipelines.reduce import fit_example
+from pipelines.reduce import run_fit
 from pipelines.scoring import BatchScorer
 
 Result = BatchResult | TargetResult | FitResult
@@ -112,7 +112,8 @@ class LocalExecutor:
         """Run the oldest fit, else the oldest call, and yield its result."""
         if self._fits:
             call = self._fits.popleft()
-            yield FitResult(call, fit_example(call.example, call.spec, call.layout, call.values))
+            rows, r2 = run_fit(call)
+            yield FitResult(call, rows, r2=r2)
         elif self._calls:
             yield self._run(self._calls.popleft())
 

@@ -4,8 +4,10 @@ An example is planned (its query layout); if the backend makes targets and the e
 one replica makes it first; its logged queries are taken in and the missing ones queued as
 batches; scored rows go to the query log and into the example's state; an example whose queries
 are all in is fitted (or, if some failed for good, written as error rows); explanation rows are
-written and counted. Queries the backend does not send (its dollar cap is spent) stop the run:
-nothing more is sent, what is in flight and the fits finish.
+written and counted. With adaptive budgets an example's queries go out stage by stage: a stage's
+fit either gives its rows or sends the example back for the next stage's queries. Queries the
+backend does not send (its dollar cap is spent) stop the run: nothing more is sent, what is in
+flight and the fits finish.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class Job:
         self.fail_fast = fail_fast
         self.scoring: dict[str, ExampleState] = {}
         self.awaiting: dict[str, tuple[QueryLayout, pa.Table | None]] = {}  # waiting for their target
+        self.staged: dict[str, ExampleState] = {}  # adaptive: a stage's fit is running
+        if self.spec.adaptive:
+            summary.queries_saved = 0
         self.exhausted = False
         self.stop_reason: str | None = None
 
@@ -88,7 +93,7 @@ class Job:
 
     def _admit(self, examples: Iterator[Example | BadInput]) -> None:
         """Take in input records while the scheduler admits them; skip those finished before."""
-        while not self.exhausted and self.scheduler.admits(len(self.scoring) + len(self.awaiting)):
+        while not self.exhausted and self.scheduler.admits(self._open()):
             item = next(examples, None)
             if item is None:
                 self.exhausted = True
@@ -97,6 +102,10 @@ class Job:
                 self.progress.advance()
             else:
                 self._start(item)
+
+    def _open(self) -> int:
+        """Open examples: scored, waiting for their target, or (adaptive) waiting for a stage's fit."""
+        return len(self.scoring) + len(self.awaiting) + len(self.staged)
 
     def _take(self, result: Result) -> None:
         if isinstance(result, FitResult):
@@ -140,11 +149,18 @@ class Job:
         self._begin(example, layout, logged)
 
     def _begin(self, example: Example, layout: QueryLayout, logged: pa.Table | None) -> None:
-        """Take in the example's logged queries and queue the missing ones as batches."""
+        """Take in the example's logged queries (adaptive: pick up at the stage they reached) and
+        queue the missing ones."""
         state = ExampleState(example, layout, self.executor.share(example, layout))
         if logged is not None:
             self.summary.queries_reused += state.record(logged)
-        self.scoring[example.example_id] = state
+        if self.spec.adaptive:
+            state.start_stages()
+        self._score(state)
+
+    def _score(self, state: ExampleState) -> None:
+        """Queue the example's missing (wanted) queries as batches; with none missing, complete it."""
+        self.scoring[state.example.example_id] = state
         batches = state.missing_batches(self.config.ray.batch_size)
         if not batches:
             self._complete(state)
@@ -184,18 +200,30 @@ class Job:
         logger.warning("spex-ray: %s: sending no more queries, finishing those in flight", self.stop_reason)
 
     def _complete(self, state: ExampleState) -> None:
-        """All queries of ``state`` are in: queue its fit, or write why it cannot be fitted."""
+        """All (wanted) queries of ``state`` are in: queue its fit, or write why it cannot be fitted."""
         del self.scoring[state.example.example_id]
         failure = state.failure(self.config.ray.max_attempts)
         if failure is not None:
             self._write(error_rows(state.example, self.spec, failure, num_queries=state.done.size))
             return
-        self.scheduler.fit_backlog.append(FitCall(state.example, self.spec, state.layout, state.values))
+        if state.stage is not None:
+            self.staged[state.example.example_id] = state
+        self.scheduler.fit_backlog.append(FitCall(state.example, self.spec, state.layout, state.values,
+                                                  state.stage, state.previous_r2))
 
     def _fitted(self, result: FitResult) -> None:
+        """Write a fit's rows; an adaptive stage that goes on queues the next stage's queries instead."""
+        state = self.staged.pop(result.call.example.example_id, None)
+        if result.goes_on:
+            state.previous_r2 = result.r2
+            state.open_stage(state.stage + 1)
+            self._score(state)
+            return
         rows = result.rows
         if rows is None:
             rows = error_rows(result.call.example, self.spec, result.error)
+        elif state is not None and rows[0]["status"] == STATUS_OK:
+            self.summary.queries_saved += state.layout.num_design - rows[0]["num_queries"]
         self._write(rows)
 
     def _write(self, rows: list[dict]) -> None:

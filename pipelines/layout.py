@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from spex_ray.adaptive import stages
 from spex_ray.design import UniformDesign, design_from_params
 
 
@@ -62,6 +63,17 @@ class QueryLayout:
     def num_queries(self) -> int:
         """All query ids of the example: Q + H + 2."""
         return self.num_design + self.holdout + 2
+
+    def stages(self) -> list[int]:
+        """The design's stages for adaptive budgets (``spex_ray.adaptive.stages``): increasing
+        query counts, each a prefix of the design that is a design, the last Q."""
+        return stages(self._design)
+
+    def stage_ids(self, count: int) -> np.ndarray:
+        """bool (Q + H + 2,): the query ids a stage of ``count`` design queries needs: the design's
+        first ``count``, and the held-out, full and empty ones (sent with the first stage)."""
+        ids = np.arange(self.num_queries)
+        return (ids < count) | (ids >= self.num_design)
 
     def holdout_masks(self) -> np.ndarray:
         """bool (H, n): the held-out masks."""

@@ -12,7 +12,8 @@ from spex_ray.methods import Method, MethodOptions, method_class
 @dataclass(frozen=True)
 class MethodSpec:
     """A job's method: its name and options (the config keys of ``MethodOptions``), the held-out
-    masks and the indices written; same spec + same n => same masks and results."""
+    masks and the indices written; same spec + same n => same masks and results. ``adaptive``:
+    the design's queries go out in stages (``spex_ray.adaptive``) until the fit stops improving."""
 
     method: str
     budget: int | None
@@ -24,6 +25,7 @@ class MethodSpec:
     holdout: int
     indices: tuple[str, ...]
     trees: str = "lightgbm"
+    adaptive: bool = False
 
     @classmethod
     def from_config(cls, config: JobConfig) -> MethodSpec:
@@ -38,6 +40,7 @@ class MethodSpec:
             trees=config.trees,
             holdout=config.holdout,
             indices=tuple(config.indices),
+            adaptive=config.adaptive,
         )
 
     @property

@@ -170,6 +170,7 @@ def _time_in_process(spec: dict[str, Any], examples: list[Example]) -> tuple[flo
 def describe(config: JobConfig, plan: JobPlan) -> str:
     """The plan as text for a terminal."""
     sizing = f"budget={config.budget}" if config.budget is not None else f"b={config.b}, t={config.t}"
+    sizing += ", adaptive: the design queries are a cap" if config.adaptive else ""
     lines = [
         f"input: {config.input.path} ({config.input.format})",
         f"examples: {plan.examples} ({len(plan.features)} plannable, {len(plan.errors)} with errors)",

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
 from connectors.base import Example
@@ -23,9 +22,8 @@ from pipelines.calls import Batch, FitCall, FitResult, TargetCall
 from pipelines.config import JobConfig
 from pipelines.executor import Result
 from pipelines.layout import QueryLayout
-from pipelines.method import MethodSpec
 from pipelines.reaper import child_pids, reap_now, reap_on_exit
-from pipelines.reduce import fit_example
+from pipelines.reduce import run_fit
 from pipelines.shared_limiter import attach_shared_limiter
 
 _WAIT_SECONDS = 0.5
@@ -100,8 +98,7 @@ class RayExecutor:
         self._pool.submit(call)
 
     def submit_fit(self, call: FitCall) -> None:
-        ref = _fit_task.options(num_cpus=self._settings.num_cpus_per_fit).remote(
-            call.example, call.spec, call.layout, call.values)
+        ref = _fit_task.options(num_cpus=self._settings.num_cpus_per_fit).remote(call)
         self._fits[ref] = call
 
     def idle(self) -> bool:
@@ -137,11 +134,12 @@ class RayExecutor:
     def _fitted(self, ref: ray.ObjectRef) -> FitResult:
         call = self._fits.pop(ref)
         try:
-            return FitResult(call, ray.get(ref))
+            rows, r2 = ray.get(ref)
+            return FitResult(call, rows, r2=r2)
         except ray.exceptions.RayError as err:
             return FitResult(call, None, f"the fit task failed: {err}")
 
 
 @ray.remote(max_retries=2)
-def _fit_task(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
-    return fit_example(example, spec, layout, values)
+def _fit_task(call: FitCall) -> tuple[list[dict] | None, float | None]:
+    return run_fit(call)

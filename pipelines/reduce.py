@@ -1,5 +1,6 @@
 """Reduce one example's query values to explanation rows: the whole fit as a ``fourier`` row, then
-one row per other requested index (the data contract is in ``pipelines/schema.py``).
+one row per other requested index (the data contract is in ``pipelines/schema.py``); with adaptive
+budgets, the fit of one stage, which gives the rows only when the example stops there.
 
 ``values`` is float (L,) over the example's query ids (see ``pipelines.layout``): the design's
 values feed ``method.fit``, the held-out ones measure the R^2 of each row's terms, the last two are
@@ -15,45 +16,105 @@ import numpy as np
 import pyarrow as pa
 
 from connectors.base import Example
+from pipelines.calls import FitCall
 from pipelines.inputs import BadInput
 from pipelines.layout import QueryLayout
 from pipelines.method import MethodSpec
+from spex_ray.adaptive import prefix_design, stages, stops
 from spex_ray.faithfulness import faithfulness
 from spex_ray.interactions import PREDICTABLE, Interactions
+from spex_ray.methods import Method
 from pipelines.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
 
 #: Indices that are per-feature values (order 1 whatever ``max_order`` is).
 VALUE_INDICES: tuple[str, ...] = ("banzhaf", "shapley")
 
 
+def run_fit(call: FitCall) -> tuple[list[dict] | None, float | None]:
+    """What a fit call gives back: the example's explanation rows (None: an adaptive stage that goes
+    on to the next) and, with adaptive budgets, the stage's cross-validated R²."""
+    if call.stage is None:
+        return fit_example(call.example, call.spec, call.layout, call.values), None
+    return fit_stage(call)
+
+
 def fit_example(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray) -> list[dict]:
     """Explanation rows of ``example`` (``row_indices(spec)``); an exception while fitting (or
     converting to one index) becomes error rows (that index's row) instead of ending the job."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != (layout.num_queries,):
-        raise ValueError(f"expected {layout.num_queries} values, got shape {values.shape}")
+    values = _checked(values, layout)
+    try:
+        method = spec.method_for(example.n)
+        fit = method.fit(values[: method.num_queries])
+    except Exception as err:  # one example's decoding failure must not end the job
+        return _decoding_failed(example, spec, layout, values, err)
+    return explanation_rows(example, spec, layout, values, fit, method.num_queries)
+
+
+def fit_stage(call: FitCall) -> tuple[list[dict] | None, float | None]:
+    """An adaptive stage (``call.stage``): its fit and cross-validated R² on the design's first
+    queries; its rows when the example stops there (``spex_ray.adaptive.stops``, or the last stage),
+    else None. A failing fit gives error rows."""
+    example, spec, layout = call.example, call.spec, call.layout
+    values = _checked(call.values, layout)
+    try:
+        method = spec.method_for(example.n)
+        counts = stages(method.design)
+        staged = method.with_design(prefix_design(method.design, counts[call.stage]))
+        fit, r2 = staged.fit_cv(values[: staged.num_queries])
+        if call.stage < len(counts) - 1 and not stops(r2, _previous_r2(call, method, counts, values, r2)):
+            return None, r2
+    except Exception as err:  # one example's decoding failure must not end the job
+        return _decoding_failed(example, spec, layout, values, err), None
+    return explanation_rows(example, spec, layout, values, fit, staged.num_queries), r2
+
+
+def _previous_r2(call: FitCall, method: Method, counts: list[int], values: np.ndarray, r2: float) -> float | None:
+    """The cross-validated R² of the stage before ``call.stage`` (None: it is the first), computed
+    again when this run did not judge it (a resumed example) and the rule needs it."""
+    if call.previous_r2 is not None or call.stage == 0 or stops(r2, None):
+        return call.previous_r2
+    earlier = method.with_design(prefix_design(method.design, counts[call.stage - 1]))
+    return earlier.fit_cv(values[: earlier.num_queries])[1]
+
+
+def explanation_rows(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
+                     fit: Interactions, num_queries: int) -> list[dict]:
+    """The rows of ``fit``, the fit of the design's first ``num_queries`` values: the ``fourier``
+    row, then one per other index (a failed conversion fails only its row)."""
     full, empty = float(values[layout.full_id]), float(values[layout.empty_id])
     holdout = (layout.holdout_masks(), values[layout.num_design : layout.full_id]) if layout.holdout else None
     try:
-        method = spec.method_for(example.n)
-        fit = method.fit(values[: method.num_queries]).with_feature_names(list(example.features))
+        fit = fit.with_feature_names(list(example.features))
         fit_r2 = _r2(fit, holdout)
     except Exception as err:  # one example's decoding failure must not end the job
-        return error_rows(example, spec, f"decoding failed: {type(err).__name__}: {err}", full=full, empty=empty)
+        return _decoding_failed(example, spec, layout, values, err)
     rows = []
     for index in row_indices(spec):
         if index == "fourier":
-            rows.append(_row(example, spec, fit, full, empty, method.num_queries, fit_r2, fit_r2, fit.baseline_value))
+            rows.append(_row(example, spec, fit, full, empty, num_queries, fit_r2, fit_r2, fit.baseline_value))
             continue
         try:
             converted = fit.to(index, order=index_order(index, spec.max_order))
             r2 = _r2(converted, holdout)
         except Exception as err:  # a failed conversion only fails its own row
             rows.extend(error_rows(example, spec, f"conversion to {index} failed: {type(err).__name__}: {err}",
-                                   full=full, empty=empty, num_queries=method.num_queries, indices=(index,)))
+                                   full=full, empty=empty, num_queries=num_queries, indices=(index,)))
             continue
-        rows.append(_row(example, spec, converted, full, empty, method.num_queries, r2, fit_r2, fit.baseline_value))
+        rows.append(_row(example, spec, converted, full, empty, num_queries, r2, fit_r2, fit.baseline_value))
     return rows
+
+
+def _checked(values: np.ndarray, layout: QueryLayout) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (layout.num_queries,):
+        raise ValueError(f"expected {layout.num_queries} values, got shape {values.shape}")
+    return values
+
+
+def _decoding_failed(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
+                     err: Exception) -> list[dict]:
+    return error_rows(example, spec, f"decoding failed: {type(err).__name__}: {err}",
+                      full=float(values[layout.full_id]), empty=float(values[layout.empty_id]))
 
 
 def row_indices(spec: MethodSpec) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """The job's queues in front of its executor: target calls, batches and fits waiting to go, and
 how many examples may be open at once (no Ray).
 
-Examples are taken in while fewer than ``2 * num_actors + 2`` are open (scored or waiting for
-their target) and fewer than ``max(1, num_actors)`` fits wait; calls whose replica died go back to
-the front of their queue; target calls go before batches (an example scores only once its target
-is in); at most ``max(1, num_actors)`` fits run at once.
+Examples are taken in while fewer than ``2 * num_actors + 2`` are open (scored, waiting for
+their target, or with adaptive budgets waiting for a stage's fit) and fewer than
+``max(1, num_actors)`` fits wait; calls whose replica died go back to the front of their queue;
+target calls go before batches (an example scores only once its target is in); at most
+``max(1, num_actors)`` fits run at once.
 """
 
 from __future__ import annotations

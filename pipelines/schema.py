@@ -22,6 +22,8 @@ Explanations (schema version ``EXPLANATION_SCHEMA_VERSION``, in each part's Parq
   order-``max_order`` polynomial they define. Null for ``bii``, ``sii``, ``stii``, ``banzhaf`` and
   ``shapley`` (attributions, not approximations of f) and when ``holdout`` is 0.
 - ``fit_r2``: the ``fourier`` row's R², repeated on each row of the example.
+- ``num_queries``: the design queries the fit used (held-out, full and empty not counted): the
+  method's design, or with adaptive budgets the prefix of it that the example stopped at.
 - ``baseline_value``: the fit at the all-masked mask, f̂(∅) (shapiq's ``baseline_value``);
   ``empty_value`` and ``full_value`` are the model's measured values with all features masked/kept.
 

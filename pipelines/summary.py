@@ -26,7 +26,9 @@ class JobSummary:
     backends that use one. ``queries_not_sent``: queries the backend declined (not logged);
     ``stopped``: why the run ended before every example was done (a re-run resumes it);
     ``first_error``: the first error row's example id and reason; ``recovery``: what a killed
-    run or dead scorer actors lost and what this run redid (``pipelines.journal.summarize_recovery``)."""
+    run or dead scorer actors lost and what this run redid (``pipelines.journal.summarize_recovery``);
+    ``queries_saved``: with adaptive budgets (else None, and left out of ``summary.json``), the
+    design queries that this run's examples explained (ok) left unsent by stopping early."""
 
     output: str
     examples_ok: int = 0
@@ -43,15 +45,17 @@ class JobSummary:
     stopped: str | None = None
     first_error: str | None = None
     recovery: dict[str, Any] | None = None
+    queries_saved: int | None = None
     r2_values: list[float] = field(default_factory=list, repr=False)  # per example, for the mean
 
     def describe(self) -> str:
         r2 = "n/a" if self.mean_faithfulness_r2 is None else f"{self.mean_faithfulness_r2:.3f}"
         spent = "" if self.limiter is None else f"; spent: ${self.limiter['spent_usd']:.4f} in total"
+        saved = "" if self.queries_saved is None else f", {self.queries_saved} of the budget saved (adaptive)"
         text = (
             f"examples: {self.examples_ok} ok, {self.examples_error} error "
             f"({self.examples_skipped} already done); queries: {self.queries_sent} sent, "
-            f"{self.queries_reused} reused from the query log; time: {self.seconds:.1f} s{spent}; "
+            f"{self.queries_reused} reused from the query log{saved}; time: {self.seconds:.1f} s{spent}; "
             f"mean faithfulness R^2: {r2}; output: {self.output}"
         )
         text = text if self.recovery is None else f"{text}; {self.recovery['note']}"
@@ -77,7 +81,8 @@ class JobSummary:
             for node_id, queries in scorer["queries_by_node"].items():
                 nodes[node_id] = nodes.get(node_id, 0) + queries
         self.nodes = nodes
-        record = {key: value for key, value in asdict(self).items() if key != "r2_values"}
+        record = {key: value for key, value in asdict(self).items()
+                  if key != "r2_values" and not (key == "queries_saved" and value is None)}
         temporary = output / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
         temporary.write_text(json.dumps(record, indent=2))
         temporary.replace(output / SUMMARY_FILE)

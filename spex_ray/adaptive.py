@@ -22,7 +22,7 @@ from spex_ray.design import MIN_FILLED_B, Design, FilledDesign, SpexDesign, Unif
 from spex_ray.interactions import Interactions
 from spex_ray.methods import Method
 
-__all__ = ["MIN_GAIN", "MIN_STAGE", "AdaptiveFit", "fit_adaptive", "prefix_design", "stages"]
+__all__ = ["MIN_GAIN", "MIN_STAGE", "AdaptiveFit", "fit_adaptive", "prefix_design", "stages", "stops"]
 
 #: A stage that raises the cross-validated R² by less than this is the last.
 MIN_GAIN = 0.01
@@ -75,6 +75,12 @@ def prefix_design(design: Design, queries: int) -> Design:
     raise ValueError(f"{queries} queries are not a stage of {design.params()}")
 
 
+def stops(r2: float, previous: float | None, min_gain: float = MIN_GAIN) -> bool:
+    """The rule: a stage of cross-validated R² ``r2`` is the last when it is exact, or when it raised
+    the R² of the stage before (``previous``; None: it is the first) by less than ``min_gain``."""
+    return r2 >= _EXACT or (previous is not None and r2 - previous < min_gain)
+
+
 def fit_adaptive(method: Method, values_of: Callable[[int, int], np.ndarray], min_gain: float = MIN_GAIN) -> AdaptiveFit:
     """Spend ``method``'s queries stage by stage (``values_of(start, stop)``: float values of query
     ids [start, stop)) until a stage raises the cross-validated R² by less than ``min_gain``."""
@@ -86,7 +92,8 @@ def fit_adaptive(method: Method, values_of: Callable[[int, int], np.ndarray], mi
         values[spent:count] = values_of(spent, count)
         spent = count
         result, r2 = method.with_design(prefix_design(method.design, count)).fit_cv(values[:count])
+        previous = history[-1][1] if history else None
         history.append((count, r2))
-        if r2 >= _EXACT or (len(history) > 1 and r2 - history[-2][1] < min_gain):
+        if stops(r2, previous, min_gain):
             break
     return AdaptiveFit(result, spent, method.num_queries, tuple(history))
