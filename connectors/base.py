@@ -21,7 +21,8 @@ import numpy as np
 
 from spex_ray.text import Renderer, Strategy, Unit, featurize
 
-# name -> "module:Class". A backend's options are the keyword arguments of its constructor.
+# name -> "module:Class". A backend's options are the keyword arguments of its constructor (and of
+# its base's when it passes on ``**options``).
 BACKENDS: dict[str, str] = {
     "vader": "connectors.backends.vader:VaderBackend",
     "fake": "connectors.backends.fake:FakeBackend",
@@ -207,7 +208,8 @@ class Backend(abc.ABC):
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
-        """The names of the backend's options: the keyword parameters of ``__init__``."""
+        """The names of the backend's options: the keyword parameters of ``__init__`` (and of its
+        base's ``__init__`` when it passes on ``**options``)."""
         return frozenset(_options(cls)[0])
 
     @classmethod

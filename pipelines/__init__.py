@@ -9,8 +9,9 @@ from pipelines.config import ConfigError, JobConfig, load_config
 __all__ = ["ConfigError", "JobConfig", "load_config", "run_job"]
 
 
-def run_job(config: JobConfig, *, limit: int | None = None):
-    """Run (or resume) a job; see ``pipelines.runner.run_job`` (imported lazily: it needs Ray)."""
+def run_job(config: JobConfig, **options):
+    """Run (or resume) a job: ``pipelines.runner.run_job`` and its options (``limit``,
+    ``fail_fast``, ``executor``), imported when first called."""
     from pipelines.runner import run_job as _run_job
 
-    return _run_job(config, limit=limit)
+    return _run_job(config, **options)

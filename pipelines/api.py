@@ -62,7 +62,7 @@ def run(
         job = config_from_dict(raw, base_dir)
     else:
         job = _with_data(raw, base_dir, _table(data))
-    from pipelines.runner import run_job  # imports Ray
+    from pipelines.runner import run_job
 
     summary = run_job(job, limit=limit, fail_fast=fail_fast)
     if summary.examples_ok == 0 and summary.examples_error > 0:

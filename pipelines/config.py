@@ -116,7 +116,7 @@ class JobConfig:
     """A whole job. ``method`` and the ``MethodOptions`` keys (budget, b, t, refit, trees, max_order,
     seed) choose the method and size its query design; ``adaptive`` makes that size a cap (the
     queries go out in stages, ``spex_ray.adaptive``); ``holdout`` uniform masks per example
-    measure faithfulness (R^2) of the decoded explanation."""
+    measure faithfulness (R^2) of the fitted explanation."""
 
     input: InputConfig
     backend: dict[str, Any]

@@ -112,7 +112,11 @@ class LocalExecutor:
         """Run the oldest fit, else the oldest call, and yield its result."""
         if self._fits:
             call = self._fits.popleft()
-            rows, r2 = run_fit(call)
+            try:
+                rows, r2 = run_fit(call)
+            except Exception as err:  # as RayExecutor: a fit that raises is that example's error row
+                yield FitResult(call, None, f"the fit failed: {err}")
+                return
             yield FitResult(call, rows, r2=r2)
         elif self._calls:
             yield self._run(self._calls.popleft())

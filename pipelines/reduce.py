@@ -45,8 +45,8 @@ def fit_example(example: Example, spec: MethodSpec, layout: QueryLayout, values:
     try:
         method = spec.method_for(example.n)
         fit = method.fit(values[: method.num_queries])
-    except Exception as err:  # one example's decoding failure must not end the job
-        return _decoding_failed(example, spec, layout, values, err)
+    except Exception as err:  # one example's failed fit must not end the job
+        return _fit_failed(example, spec, layout, values, err)
     return explanation_rows(example, spec, layout, values, fit, method.num_queries)
 
 
@@ -63,8 +63,8 @@ def fit_stage(call: FitCall) -> tuple[list[dict] | None, float | None]:
         fit, r2 = staged.fit_cv(values[: staged.num_queries])
         if call.stage < len(counts) - 1 and not stops(r2, _previous_r2(call, method, counts, values, r2)):
             return None, r2
-    except Exception as err:  # one example's decoding failure must not end the job
-        return _decoding_failed(example, spec, layout, values, err), None
+    except Exception as err:  # one example's failed fit must not end the job
+        return _fit_failed(example, spec, layout, values, err), None
     return explanation_rows(example, spec, layout, values, fit, staged.num_queries), r2
 
 
@@ -86,8 +86,8 @@ def explanation_rows(example: Example, spec: MethodSpec, layout: QueryLayout, va
     try:
         fit = fit.with_feature_names(list(example.features))
         fit_r2 = _r2(fit, holdout)
-    except Exception as err:  # one example's decoding failure must not end the job
-        return _decoding_failed(example, spec, layout, values, err)
+    except Exception as err:  # one example's failed fit must not end the job
+        return _fit_failed(example, spec, layout, values, err)
     rows = []
     for index in row_indices(spec):
         if index == "fourier":
@@ -111,9 +111,9 @@ def _checked(values: np.ndarray, layout: QueryLayout) -> np.ndarray:
     return values
 
 
-def _decoding_failed(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
+def _fit_failed(example: Example, spec: MethodSpec, layout: QueryLayout, values: np.ndarray,
                      err: Exception) -> list[dict]:
-    return error_rows(example, spec, f"decoding failed: {type(err).__name__}: {err}",
+    return error_rows(example, spec, f"the fit failed: {type(err).__name__}: {err}",
                       full=float(values[layout.full_id]), empty=float(values[layout.empty_id]))
 
 

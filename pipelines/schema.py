@@ -23,7 +23,8 @@ Explanations (schema version ``EXPLANATION_SCHEMA_VERSION``, in each part's Parq
   ``shapley`` (attributions, not approximations of f) and when ``holdout`` is 0.
 - ``fit_r2``: the ``fourier`` row's R², repeated on each row of the example.
 - ``num_queries``: the design queries the fit used (held-out, full and empty not counted): the
-  method's design, or with adaptive budgets the prefix of it that the example stopped at.
+  method's design, or with adaptive budgets the prefix of it that the example stopped at; on the
+  error row of an example whose queries failed, every query of its layout.
 - ``baseline_value``: the fit at the all-masked mask, f̂(∅) (shapiq's ``baseline_value``);
   ``empty_value`` and ``full_value`` are the model's measured values with all features masked/kept.
 

@@ -35,7 +35,7 @@ def explain(
     method (spex-hybrid) spends all of it, SPEX-only methods the largest SPEX design within it (see
     ``spex_ray.methods.MethodOptions`` for the other ``options``: b, t, groups, seed, max_order,
     refit, trees).
-    ``adaptive=True`` (spex-hybrid) makes the budget a cap: queries go out in stages and stop once
+    ``adaptive=True`` (spex-hybrid) makes the budget (or b's design) a cap: queries go out in stages and stop once
     a stage raises the cross-validated R² by less than 0.01 (``spex_ray.adaptive``; call
     ``fit_adaptive`` there for the queries spent and saved).
 
@@ -46,8 +46,8 @@ def explain(
     """
     if feature_names is not None and len(feature_names) != n:
         raise ValueError(f"got {len(feature_names)} feature names for n={n} features")
-    if adaptive and budget is None:
-        raise ValueError("adaptive=True needs a budget: the most queries to spend")
+    if adaptive and budget is None and options.get("b") is None:
+        raise ValueError("adaptive=True needs a budget (or b): the most queries to spend")
     fitter = plan_method(method, n, budget=budget, **options)
     bar = None
     if progress:

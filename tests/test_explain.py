@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from planted import evaluate_fourier, evaluate_mobius, planted_fourier, planted_mobius
-from spex_ray import METHODS, explain, faithfulness, plan_method, uniform_masks
+from spex_ray import METHODS, explain, faithfulness, plan_method, spex_num_queries, uniform_masks
 
 
 def test_explain_recovers_a_planted_function_and_converts_indices():
@@ -142,6 +142,14 @@ def test_adaptive_budget_stops_when_the_cross_validated_r2_stops_rising():
     calls = []
     result = explain(lambda m: calls.append(len(m)) or evaluate_mobius(truth, m), n, budget=20_000, adaptive=True)
     assert sum(calls) < 20_000 and faithfulness(result, masks, evaluate_mobius(truth, masks)) > 0.99
+
+
+def test_adaptive_budget_takes_b_as_its_cap_as_the_job_config_does():
+    truth = {(): 0.5, (1,): 1.0, (2, 3): -0.7}
+    calls = []
+    result = explain(lambda m: calls.append(len(m)) or evaluate_fourier(truth, m), 12, b=6, adaptive=True)
+    assert sum(calls) < spex_num_queries(12, 6, 5, 3)  # exact after the first stage (b = 4)
+    assert result[(1,)] == pytest.approx(1.0, abs=1e-6) and result[(2, 3)] == pytest.approx(-0.7, abs=1e-6)
 
 
 def test_adaptive_budget_needs_a_budget_and_spex_hybrid():

@@ -47,6 +47,25 @@ def test_a_local_run_resumes_sending_only_the_missing_queries(tmp_path):
     assert _explanations(tmp_path / "out") == _explanations(tmp_path / "whole")
 
 
+def test_a_fit_that_raises_is_that_examples_error_row_and_the_run_goes_on(tmp_path, monkeypatch):
+    import pipelines
+    import pipelines.executor
+
+    real = pipelines.executor.run_fit
+
+    def run_fit(call):
+        if call.example.example_id == "review-01":
+            raise MemoryError("out of memory in the fit")
+        return real(call)
+
+    monkeypatch.setattr(pipelines.executor, "run_fit", run_fit)
+    summary = pipelines.run_job(_config(tmp_path / "out"), limit=3, executor=LocalExecutor)  # the package's entry
+    assert (summary.examples_ok, summary.examples_error) == (2, 1)
+    failed = [row for row in _explanations(tmp_path / "out") if row["status"] != "ok"]
+    assert {row["example_id"] for row in failed} == {"review-01"}
+    assert "the fit failed: out of memory in the fit" in failed[0]["error"]
+
+
 def test_the_local_path_imports_no_ray():
     code = ("import sys, pipelines.job, pipelines.executor, pipelines.runner; "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")

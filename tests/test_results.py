@@ -164,8 +164,8 @@ def test_from_row_accepts_pandas_rows_and_rejects_error_rows(explained):
     assert sii.baseline_value == pytest.approx(Interactions.from_row(rows[0]).baseline_value)
     assert sii.feature_labels == ("not#1", "bad#1", ",", "not#2", "bad#2", "at", "all")
     assert Interactions.from_row(rows[0]).top(1, order=1, names=True) == [(("bad#1",), pytest.approx(1.6))]
-    with pytest.raises(ValueError, match="error row: decoding failed"):
-        Interactions.from_row({**rows[0], "status": "error", "error": "decoding failed"})
+    with pytest.raises(ValueError, match="error row: the fit failed"):
+        Interactions.from_row({**rows[0], "status": "error", "error": "the fit failed"})
 
 
 def test_json_save_and_load_round_trip(explained, tmp_path):
