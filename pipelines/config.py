@@ -25,7 +25,7 @@ from spex_ray.text import STRATEGIES, UNITS
 from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
-from spex_ray.methods import DEFAULT_METHOD, METHODS, MethodOptions
+from spex_ray.methods import DEFAULT_METHOD, METHODS, MethodOptions, cross_validated_methods, method_class
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
 PATCHES = "patches"
@@ -362,12 +362,13 @@ def _check(config: JobConfig) -> list[str]:
 
 
 def _adaptive_problems(config: JobConfig) -> list[str]:
-    """``adaptive`` needs spex-hybrid (a cross-validated fit) and a budget (or b) to cap."""
+    """``adaptive`` needs a method that cross-validates its fit and a budget (or b) to cap."""
     if not config.adaptive:
         return []
     problems = []
-    if config.method != "spex-hybrid":
-        problems.append(f"config: 'adaptive' needs method spex-hybrid (a cross-validated fit), got {config.method!r}")
+    if config.method in METHODS and not method_class(config.method).cross_validates:
+        problems.append(f"config: 'adaptive' needs method {cross_validated_methods()} (a cross-validated fit), "
+                        f"got {config.method!r}")
     if config.budget is None and config.b is None:
         problems.append("config: 'adaptive' needs 'budget' (or 'b'): the most queries an example may spend")
     return problems

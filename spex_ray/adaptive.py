@@ -20,7 +20,7 @@ import numpy as np
 
 from spex_ray.design import MIN_FILLED_B, Design, FilledDesign, SpexDesign, UniformDesign, spex_num_queries
 from spex_ray.interactions import Interactions
-from spex_ray.methods import Method
+from spex_ray.methods import Method, cross_validated_methods
 
 __all__ = ["MIN_GAIN", "MIN_STAGE", "AdaptiveFit", "fit_adaptive", "prefix_design", "stages", "stops"]
 
@@ -84,8 +84,8 @@ def stops(r2: float, previous: float | None, min_gain: float = MIN_GAIN) -> bool
 def fit_adaptive(method: Method, values_of: Callable[[int, int], np.ndarray], min_gain: float = MIN_GAIN) -> AdaptiveFit:
     """Spend ``method``'s queries stage by stage (``values_of(start, stop)``: float values of query
     ids [start, stop)) until a stage raises the cross-validated R² by less than ``min_gain``."""
-    if method.name != "spex-hybrid":
-        raise ValueError(f"adaptive budgets need spex-hybrid (a cross-validated fit), not {method.name}")
+    if not method.cross_validates:
+        raise ValueError(f"adaptive budgets need {cross_validated_methods()} (a cross-validated fit), not {method.name}")
     values = np.empty(method.num_queries)
     spent, history = 0, []
     for count in stages(method.design):

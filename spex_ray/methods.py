@@ -104,6 +104,8 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
+    #: True: ``fit_cv`` gives the fit and its cross-validated R², which adaptive budgets judge by.
+    cross_validates: ClassVar[bool] = False
 
     def __init__(self, design: Design, options: MethodOptions):
         self.design, self.options = design, options
@@ -154,11 +156,16 @@ class Method(ABC):
     def fit_cv(self, values: np.ndarray) -> tuple[Interactions, float]:
         """``fit``'s interactions and their cross-validated R² on the design's own queries
         (1 − CV mean squared error / variance of the values); only methods that cross-validate
-        their fit (spex-hybrid) have it."""
-        raise ValueError(f"a cross-validated fit (adaptive budgets) needs spex-hybrid, not {self.name}")
+        their fit (``cross_validates``) have it."""
+        raise ValueError(f"a cross-validated fit (adaptive budgets) needs {cross_validated_methods()}, not {self.name}")
 
 
 _REGISTRY: dict[str, type[Method]] = {}
+
+
+def cross_validated_methods() -> str:
+    """The registered methods that cross-validate their fit, as text: "spex-hybrid" (or "a or b")."""
+    return " or ".join(name for name, cls in _REGISTRY.items() if cls.cross_validates)
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -207,6 +214,7 @@ class SpexHybrid(Method):
     (``spex_ray.hybrid``); spends a whole budget (``design_for_budget``) unless ``b`` is given."""
 
     name = "spex-hybrid"
+    cross_validates = True
 
     @classmethod
     def design_for(cls, n: int, options: MethodOptions) -> Design:
