@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from connectors.base import backend_class
+from connectors.base import Backend, backend_class
 from pipelines.config import JobConfig
 from pipelines.executor import Executor
 from pipelines.folder import JobMismatchError, check_job_file, locked, record_job_file
@@ -96,7 +96,7 @@ def _run(config: JobConfig, output: Path, limit: int | None, summary: JobSummary
     name = config.backend["name"]
     cls = backend_class(name)
     makes_targets = cls.makes_targets
-    spec = _backend_spec(config, output, name)
+    spec = _backend_spec(config, output, cls)
     resume = ResumeState.read(output, run_id, finished, makes_targets=makes_targets,
                               charged=cls.shared_limits(spec) is not None)
     spec, limiter = executor.shared_limiter(cls, spec, resume.usage.cost_usd)
@@ -127,10 +127,9 @@ def _run(config: JobConfig, output: Path, limit: int | None, summary: JobSummary
     return summary
 
 
-def _backend_spec(config: JobConfig, output: Path, name: str) -> dict[str, Any]:
+def _backend_spec(config: JobConfig, output: Path, cls: type[Backend]) -> dict[str, Any]:
     """The config's backend section with the masking options it takes and, for a backend that
     keeps state on disk (``Backend.state_dir_option``), that option in the output folder unless set."""
-    cls = backend_class(name)
     spec = config.backend_spec(cls.option_names())
     if cls.state_dir_option is not None and spec.get(cls.state_dir_option) is None:
         spec[cls.state_dir_option] = str((output / BATCH_STATE_DIR).resolve())
