@@ -40,7 +40,7 @@ import scipy.linalg
 from spex_ray.design import FilledDesign, SpexDesign, UniformDesign
 from spex_ray.interactions import Interactions
 from spex_ray.peeling import Decoder, check_values, peel_candidates
-from spex_ray.refit import Support, cholesky, delay_folds, fourier_features, gram, prefix_cv_errors, refit, with_singles
+from spex_ray.refit import Support, cholesky, design_folds, fourier_features, gram, prefix_cv_errors, refit, with_singles
 from spex_ray.trees import GRID_COUNTS, GRID_DEPTHS, GRID_RATES, TreeBackend, cross_validate_trees, sum_by_key, tree_backend, tree_fourier
 
 #: The numbers of tree terms offered: from 8, doubling, up to half the queries and 512
@@ -87,12 +87,9 @@ def fit_spex_hybrid_cv(
     values = check_values(values, design.num_queries)
     masks = design.masks()
     spex = design.spex if isinstance(design, FilledDesign) else design if isinstance(design, SpexDesign) else None
-    if spex is None:
-        fold = delay_folds(len(values), 1)
-        peeled = [{}]
-    else:
-        fold = delay_folds(len(values), spex.p + 1, coded=spex.num_queries)
-        peeled = peel_candidates(spex, values[: spex.num_queries], decoder, max_iterations=max_iterations)
+    fold = design_folds(design)
+    peeled = [{}] if spex is None else peel_candidates(spex, values[: spex.num_queries], decoder,
+                                                         max_iterations=max_iterations)
     tolerance = _TIE * float(np.var(values))
     bases, base_errors = _base_supports(masks, values, peeled, fold, tolerance)
     b, i = _first_best(base_errors, tolerance)
@@ -110,7 +107,10 @@ def fit_spex_hybrid_cv(
                      for k, transform in enumerate(transforms)) / len(values)
         b, i, j = _first_best(errors, tolerance)
         if errors[b, i, j] < error - tolerance:
-            summed = sum_by_key(*(np.concatenate(part) for part in zip(*transforms)), design.n)
+            width = max(keys.shape[1] for keys, _ in transforms)  # the fold models' trees may differ in depth
+            padded = [np.pad(keys, ((0, 0), (0, width - keys.shape[1])), constant_values=design.n)
+                      for keys, _ in transforms]
+            summed = sum_by_key(np.concatenate(padded), np.concatenate([coef for _, coef in transforms]), design.n)
             keys = _extended(bases[b], _ranked_terms(*summed, design.n, limit), sizes[j])
             penalty, error = _PENALTIES[i], float(errors[b, i, j])
     return refit(masks, values, keys, "ls", penalty=penalty), error

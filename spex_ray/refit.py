@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
 
+from spex_ray.design import Design, FilledDesign, SpexDesign
 from spex_ray.interactions import Interactions
 
 Refit = Literal["ls", "lasso"] | None
@@ -57,6 +58,15 @@ def delay_folds(num_values: int, delays: int, coded: int | None = None) -> np.nd
     if delays >= FOLDS:
         fold[:coded] = (q[:coded] % delays) % FOLDS
     return fold
+
+
+def design_folds(design: Design) -> np.ndarray:
+    """int (num_queries,): ``delay_folds`` of a design's queries (whole delays of its SPEX part,
+    round-robin on uniform masks)."""
+    spex = design.spex if isinstance(design, FilledDesign) else design if isinstance(design, SpexDesign) else None
+    if spex is None:
+        return delay_folds(design.num_queries, 1)
+    return delay_folds(design.num_queries, spex.p + 1, coded=spex.num_queries)
 
 
 def gram(features: np.ndarray) -> np.ndarray:

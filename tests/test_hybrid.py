@@ -8,6 +8,7 @@ from spex_ray import SpexDesign, UniformDesign, decode, faithfulness, plan_metho
 from spex_ray.design import FilledDesign
 from spex_ray.hybrid import _PENALTIES, _extended, _nested_errors, fit_spex_hybrid, tree_term_counts
 from spex_ray.refit import fourier_features
+from spex_ray.link import LINKS
 
 
 def held_out_r2(result, truth_fn, n, seed=99):
@@ -118,3 +119,13 @@ def test_sklearn_trees_work_too():
     values = evaluate_mobius(truth, design.masks())
     result = plan_method("spex-hybrid", n, b=4, seed=4, trees="sklearn").fit(values)
     assert held_out_r2(result, lambda m: evaluate_mobius(truth, m), n) > 0.95
+
+
+def test_fold_models_of_different_tree_depths_are_summed():
+    """Spiky values (a share of 4 words in log-odds, clipped at 0 and 1) grow fold models whose
+    deepest trees differ; their transforms are padded to one width before they are summed."""
+    design = plan_method("spex-hybrid", 30, budget=600).design
+    values = LINKS["logit"].inverse(design.masks()[:, :4].mean(axis=1))
+    result = fit_spex_hybrid(design, values)
+    holdout = uniform_masks(30, 200, seed=5)
+    assert faithfulness(result, holdout, LINKS["logit"].inverse(holdout[:, :4].mean(axis=1))) > 0.99
