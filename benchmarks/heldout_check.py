@@ -7,7 +7,8 @@ Reviews: ``benchmarks/data/heldout_reviews.jsonl`` (16 film reviews of 63–170 
 this check before any method was measured on them, never part of the faithfulness suite).
 Features are words, masked words are removed, the value is VADER's compound score. Every call is
 ``spex_ray.explain(value_fn, n, budget=B)`` with the defaults but ``method`` ("default": none
-given; "adaptive": none given and ``adaptive=True``, the budget a cap). R² is measured on 500 uniform masks drawn apart from every design; the table gives the
+given; "adaptive": none given and ``adaptive=True``, the budget a cap; "identity": none given and
+``link="identity"``, no link weighed). R² is measured on 500 uniform masks drawn apart from every design; the table gives the
 queries each call used (rows the value function saw), the median and lowest R², and the CPU
 seconds of the fit (explain's time less the value function's).
 """
@@ -73,7 +74,9 @@ def run(examples: list[Example], budgets: list[int], methods: list[str]) -> list
 
 def _options(method: str) -> dict:
     """explain's keyword arguments for a ``--methods`` name."""
-    return {"default": {}, "adaptive": {"adaptive": True}}.get(method, {"method": method})
+    named = {"default": {}, "adaptive": {"adaptive": True}, "identity": {"link": "identity"},
+             "proxyspex-identity": {"method": "proxyspex", "link": "identity"}}
+    return named.get(method, {"method": method})
 
 
 def summary(rows: list[dict], budgets: list[int], methods: list[str]) -> str:
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--methods", nargs="+", default=["default", "proxyspex"],
-                        help="explain's methods ('default': explain's default; 'adaptive': it with adaptive=True)")
+                        help="explain's methods ('default': explain's default; 'adaptive': it with adaptive=True; "
+                             "'identity': it with link='identity'; 'proxyspex-identity')")
     parser.add_argument("--limit", type=int, help="first N reviews only")
     args = parser.parse_args(argv)
     rows = run(load_examples()[: args.limit], args.budgets, args.methods)

@@ -9,6 +9,8 @@ import numpy as np
 
 from spex_ray.design import Design
 from spex_ray.interactions import Interactions
+from spex_ray.link import candidate_links, get_link
+from spex_ray.link_fit import fit_with_link
 from spex_ray.methods import DEFAULT_METHOD, plan_method
 
 ValueFunction = Callable[[np.ndarray], np.ndarray]
@@ -26,6 +28,7 @@ def explain(
     batch_size: int = 1024,
     progress: bool = False,
     adaptive: bool = False,
+    link: str = "auto",
     **options,
 ) -> Interactions:
     """Explain ``value_fn`` over ``n`` features and return its interactions in ``index``.
@@ -38,6 +41,11 @@ def explain(
     ``adaptive=True`` (spex-hybrid) makes the budget (or b's design) a cap: queries go out in stages and stop once
     a stage raises the cross-validated R² by less than 0.01 (``spex_ray.adaptive``; call
     ``fit_adaptive`` there for the queries spent and saved).
+    ``link`` ("auto", "identity", "logit" or "algebraic"; ``spex_ray.link``): the result predicts
+    g(expansion), its terms in the link's units; "auto" keeps a bounded link (logit for values in
+    [0, 1], algebraic for values in [−1, 1]) only where it predicts held-out queries clearly better
+    than the identity (``spex_ray.link_fit``). With ``adaptive=True`` the stages are judged in the
+    output's units and the link is chosen on the queries spent.
 
     A batch's values may be any array-like of B real numbers (shape (B,), or (B, 1)); anything
     else raises at once, naming what was expected and what came back: TypeError for values that
@@ -55,17 +63,35 @@ def explain(
 
         bar = tqdm(total=fitter.num_queries, desc=f"{fitter.name} queries", unit="query")
     values_of = functools.partial(_values, value_fn, fitter.design, batch_size, bar)
+    if link != "auto":
+        get_link(link)
     if adaptive:
-        from spex_ray.adaptive import fit_adaptive
-
-        result = fit_adaptive(fitter, values_of).interactions
+        result = _fit_adaptive(fitter, values_of, link)
     else:
-        result = fitter.fit(values_of(0, fitter.num_queries))
+        result = fit_with_link(fitter, values_of(0, fitter.num_queries), link)
     if bar is not None:
         bar.close()
     if feature_names is not None:
         result = result.with_feature_names(feature_names)
     return result if index == "fourier" else result.to(index, order=order)
+
+
+def _fit_adaptive(fitter, values_of, link: str) -> Interactions:
+    """``fit_adaptive``'s stages, judged by identity fits, then the fit through ``link`` of the
+    queries they spent."""
+    from spex_ray.adaptive import fit_adaptive, prefix_design
+
+    seen = []
+
+    def recorded(start: int, stop: int) -> np.ndarray:
+        seen.append(values_of(start, stop))
+        return seen[-1]
+
+    fit = fit_adaptive(fitter, recorded)
+    values = np.concatenate(seen)
+    if link == "identity" or link == "auto" and len(candidate_links(values)) == 1:
+        return fit.interactions
+    return fit_with_link(fitter.with_design(prefix_design(fitter.design, fit.queries)), values, link)
 
 
 def _values(value_fn: ValueFunction, design: Design, batch_size: int, bar: Any, first: int, last: int) -> np.ndarray:

@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from spex_ray.link import LINKS, get_link
+
 __all__ = ["INDICES", "MAX_DEFAULT_ORDER", "PREDICTABLE", "IndexName", "Interactions"]
 
 IndexName = Literal["fourier", "mobius", "banzhaf", "shapley", "bii", "sii", "fbii", "fsii", "stii"]
@@ -67,13 +69,16 @@ class Interactions(Mapping[Key, float]):
             ``baseline_value``). Computed from the terms for ``fourier``/``mobius`` (do not pass
             it); other indices carry it from the expansion they were converted from (None when
             unknown).
+        link: the name of the link g (``spex_ray.link``) through which the terms predict the
+            output, y = g(expansion); "identity" (the default) or, for a bounded output, "logit"
+            or "algebraic", whose terms (and baseline) are in the units of the link's space.
 
     Iteration yields keys by order, then lexicographically. Values are Python floats;
     ``dict(interactions)`` gives a plain dict.
     """
 
-    __slots__ = ("_baseline", "_feature_names", "_index", "_keys", "_lookup", "_max_order", "_n", "_orders", "_rows",
-                 "_values")
+    __slots__ = ("_baseline", "_feature_names", "_index", "_keys", "_link", "_lookup", "_max_order", "_n", "_orders",
+                 "_rows", "_values")
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class Interactions(Mapping[Key, float]):
         max_order: int | None = None,
         feature_names: Sequence[str] | None = None,
         baseline_value: float | None = None,
+        link: str = "identity",
     ):
         n = _check_int(n, "n", minimum=1)
         keys = [_check_key(key, n) for key in values]
@@ -92,7 +98,7 @@ class Interactions(Mapping[Key, float]):
         keys = [keys[i] for i in order]
         vals = vals[order]
         rows = _rows_from_keys(keys, n)
-        self._setup(keys, vals, rows, n, index, max_order, feature_names, baseline_value)
+        self._setup(keys, vals, rows, n, index, max_order, feature_names, baseline_value, link)
 
     @classmethod
     def from_arrays(
@@ -105,6 +111,7 @@ class Interactions(Mapping[Key, float]):
         max_order: int | None = None,
         feature_names: Sequence[str] | None = None,
         baseline_value: float | None = None,
+        link: str = "identity",
     ) -> Interactions:
         """Build from parallel sequences: ``keys`` (m sorted tuples) and ``values`` float (m,)."""
         vals = np.asarray(values, dtype=np.float64)
@@ -113,9 +120,10 @@ class Interactions(Mapping[Key, float]):
         mapping = dict(zip(map(tuple, keys), vals.tolist()))
         if len(mapping) != len(keys):
             raise ValueError("keys contain duplicates")
-        return cls(mapping, n, index, max_order=max_order, feature_names=feature_names, baseline_value=baseline_value)
+        return cls(mapping, n, index, max_order=max_order, feature_names=feature_names, baseline_value=baseline_value,
+                   link=link)
 
-    def _setup(self, keys, vals, rows, n, index, max_order, feature_names, baseline=None) -> None:
+    def _setup(self, keys, vals, rows, n, index, max_order, feature_names, baseline=None, link="identity") -> None:
         if index not in INDICES:
             raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDICES)}")
         if baseline is not None:
@@ -148,12 +156,14 @@ class Interactions(Mapping[Key, float]):
         self._max_order = max_order
         self._feature_names = _check_names(feature_names, n)
         self._baseline = baseline
+        self._link = get_link(link).name
 
     @classmethod
-    def _trusted(cls, keys, vals, rows, n, index, max_order, feature_names, baseline=None) -> Interactions:
+    def _trusted(cls, keys, vals, rows, n, index, max_order, feature_names, baseline=None,
+                 link="identity") -> Interactions:
         """Build from canonical-ordered keys with matching padded rows, skipping key validation."""
         obj = cls.__new__(cls)
-        obj._setup(keys, vals, rows, n, index, max_order, feature_names, baseline)
+        obj._setup(keys, vals, rows, n, index, max_order, feature_names, baseline, link)
         return obj
 
     @property
@@ -170,6 +180,11 @@ class Interactions(Mapping[Key, float]):
     def max_order(self) -> int:
         """Largest interaction order the values may hold (ℓ for fbii/fsii/stii)."""
         return self._max_order
+
+    @property
+    def link(self) -> str:
+        """The link's name: ``predict`` gives g(expansion) (see the class docstring)."""
+        return self._link
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -207,6 +222,7 @@ class Interactions(Mapping[Key, float]):
             return (
                 self._index == other._index
                 and self._n == other._n
+                and self._link == other._link
                 and self._keys == other._keys
                 and bool(np.array_equal(self._values, other._values))
             )
@@ -220,9 +236,13 @@ class Interactions(Mapping[Key, float]):
 
     def with_feature_names(self, names: Sequence[str] | None) -> Interactions:
         """The same values with feature names (a sequence of n strings; None removes them)."""
-        return Interactions._trusted(
-            list(self._keys), self._values, self._rows, self._n, self._index, self._max_order, names, self._baseline
-        )
+        return Interactions._trusted(list(self._keys), self._values, self._rows, self._n, self._index, self._max_order,
+                                     names, self._baseline, self._link)
+
+    def with_link(self, link: str) -> Interactions:
+        """The same terms read through another link (``spex_ray.link.LINKS``)."""
+        return Interactions._trusted(list(self._keys), self._values, self._rows, self._n, self._index, self._max_order,
+                                     self._feature_names, self._baseline, link)
 
     def top(self, k: int = 10, order: int | None = None, *, names: bool = False) -> list[tuple[tuple, float]]:
         """The k strongest terms as ``(key, effect)``, by |effect| descending; the constant term is excluded.
@@ -247,7 +267,8 @@ class Interactions(Mapping[Key, float]):
 
         For the indices in ``PREDICTABLE``: the ``fourier`` and ``mobius`` expansions, and ``fbii``/
         ``fsii`` read as the order-ℓ polynomial in the Möbius basis that they are defined as. The
-        other indices are attributions, not approximations of f.
+        other indices are attributions, not approximations of f. With a ``link`` other than
+        "identity" the expansion is mapped through it: g(expansion).
         """
         if self._index not in PREDICTABLE:
             raise ValueError(
@@ -277,7 +298,7 @@ class Interactions(Mapping[Key, float]):
                     combine(term, features[cols[:, j]], out=term)
                 # Fourier: sum_k F(k) (-1)^{odd} = sum_k F(k) - 2 sum_{k odd} F(k); Möbius: sum over all-kept terms.
                 total += vals.sum() - 2.0 * (vals @ term) if fourier else vals @ term
-        return out
+        return LINKS[self._link].forward(out)
 
     def to(self, index: IndexName, order: int | None = None) -> Interactions:
         """Convert to another interaction index (formulas: spex-algorithm.md section 3).
@@ -295,7 +316,7 @@ class Interactions(Mapping[Key, float]):
           present in the source, at least 1 and at most ``MAX_DEFAULT_ORDER``.
 
         Terms that cancel to zero (within floating-point rounding of their contributions) are
-        dropped. The result keeps the feature names and this explanation's ``baseline_value``; its
+        dropped. The result keeps the feature names, the link and the ``baseline_value``; its
         ``max_order`` is ℓ for fbii/fsii/stii, 1 for the values and ``min(order, self.max_order)``
         otherwise.
         """
@@ -323,7 +344,8 @@ class Interactions(Mapping[Key, float]):
         table = _weight_table(weight, basis, self._index, min(max_t, present), present, out_order)
         keys, vals, rows = _subset_transform(self._rows, self._orders, self._values, table, self._n)
         baseline = None if index in _SOURCE_INDICES else self.baseline_value
-        return Interactions._trusted(keys, vals, rows, self._n, index, out_order, self._feature_names, baseline)
+        return Interactions._trusted(keys, vals, rows, self._n, index, out_order, self._feature_names, baseline,
+                                     self._link)
 
     @classmethod
     def from_row(cls, row: Mapping) -> Interactions:
@@ -370,7 +392,9 @@ class Interactions(Mapping[Key, float]):
 
     def __repr__(self) -> str:
         terms = "term" if len(self) == 1 else "terms"
-        lines = [f"Interactions(index={self._index!r}, n={self._n}, max_order={self._max_order}, {len(self)} {terms})"]
+        link = "" if self._link == "identity" else f", link={self._link!r}"
+        head = f"Interactions(index={self._index!r}, n={self._n}, max_order={self._max_order}{link}, {len(self)} {terms})"
+        lines = [head]
         if self._index == "fourier":
             lines.append("  (terms shown as effects of keeping: (-2)^|T| F(T))")
         if () in self._lookup:

@@ -128,7 +128,7 @@ def interactions_to_frame(interactions: Interactions):
 
 
 def save_interactions(interactions: Interactions, path: str | Path) -> None:
-    """``Interactions.save``: JSON with the index, n, max_order, baseline value, feature names and
+    """``Interactions.save``: JSON with the index, n, max_order, baseline value, link, feature names and
     terms as ``{"features": [...], "value": ...}`` objects (the Parquet ``interactions`` layout)."""
     keys, values = interactions.to_arrays()
     document = {
@@ -138,6 +138,7 @@ def save_interactions(interactions: Interactions, path: str | Path) -> None:
         "n": interactions.n,
         "max_order": interactions.max_order,
         "baseline_value": interactions.baseline_value,
+        "link": interactions.link,
         "feature_names": None if interactions.feature_names is None else list(interactions.feature_names),
         "terms": [{"features": list(key), "value": value} for key, value in zip(keys, values.tolist())],
     }
@@ -154,13 +155,14 @@ def load_interactions(path: str | Path) -> Interactions:
     index = document["index"]
     baseline = document.get("baseline_value") if index not in ("fourier", "mobius") else None
     return _from_terms(document["terms"], document["n"], index, document["max_order"], document["feature_names"],
-                       baseline)
+                       baseline, document.get("link", "identity"))
 
 
-def _from_terms(terms, n: int, index: str, max_order: int | None, names, baseline: float | None) -> Interactions:
+def _from_terms(terms, n: int, index: str, max_order: int | None, names, baseline: float | None,
+                link: str = "identity") -> Interactions:
     """Interactions from ``{"features": [...], "value": ...}`` terms."""
     values = {tuple(int(i) for i in term["features"]): float(term["value"]) for term in terms}
-    return Interactions(values, n, index, max_order=max_order, feature_names=names, baseline_value=baseline)
+    return Interactions(values, n, index, max_order=max_order, feature_names=names, baseline_value=baseline, link=link)
 
 
 def _parquet_files(path: Path) -> list[Path]:

@@ -17,7 +17,8 @@ sparse approximators leave SII's ``()`` out instead), so a SII result carries bo
 ``baseline_value``. ``baseline_value`` is the explanation's f(∅) (the fit with every feature
 masked), except for FBII, where shapiq takes the FBII constant (the order-ℓ approximation at ∅, to
 which its plots add the other terms); ``from_shapiq`` of FBII values therefore leaves
-``baseline_value`` unknown (None).
+``baseline_value`` unknown (None). A linked explanation (``Interactions.link``) passes in its
+link's units (log-odds for ``logit``); shapiq has no link, so ``from_shapiq`` gives the identity.
 """
 
 from __future__ import annotations
