@@ -25,6 +25,7 @@ from spex_ray.text import STRATEGIES, UNITS
 from pipelines.backends import backend_options, execution_options
 from pipelines.sources import infer_format, names_data
 from spex_ray.interactions import INDICES
+from spex_ray.link import LINKS
 from spex_ray.methods import DEFAULT_METHOD, METHODS, MethodOptions, cross_validated_methods, method_class
 
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "csv")
@@ -115,8 +116,9 @@ class RayConfig:
 class JobConfig:
     """A whole job. ``method`` and the ``MethodOptions`` keys (budget, b, t, refit, trees, max_order,
     seed) choose the method and size its query design; ``adaptive`` makes that size a cap (the
-    queries go out in stages, ``spex_ray.adaptive``); ``holdout`` uniform masks per example
-    measure faithfulness (R^2) of the fitted explanation."""
+    queries go out in stages, ``spex_ray.adaptive``); ``link`` (identity, logit or algebraic;
+    ``spex_ray.link``) fits every example through that link, its rows' terms in the link's units;
+    ``holdout`` uniform masks per example measure faithfulness (R^2) of the fitted explanation."""
 
     input: InputConfig
     backend: dict[str, Any]
@@ -126,6 +128,7 @@ class JobConfig:
     budget: int | None = None
     b: int | None = None
     adaptive: bool = False
+    link: str = "identity"
     t: int = 5
     refit: str | None = "ls"
     trees: str = "lightgbm"
@@ -152,6 +155,8 @@ class JobConfig:
         data = {key: value for key, value in redact(self.to_dict()).items() if key not in EXECUTION_KEYS}
         if not data["adaptive"]:
             del data["adaptive"]  # the hash of a job with a fixed design is the one before the key existed
+        if data["link"] == "identity":
+            del data["link"]  # likewise for a job without a link
         excluded = execution_options(self.backend["name"])
         data["backend"] = {key: value for key, value in data["backend"].items() if key not in excluded}
         return data
@@ -340,6 +345,7 @@ def _check(config: JobConfig) -> list[str]:
         lambda: _one_of("input.format", config.input.format, FORMATS, optional=True),
         lambda: _one_of("featurizer.unit", config.featurizer.unit, (*UNITS, DOCUMENTS, PATCHES)),
         lambda: _one_of("method", config.method, METHODS),
+        lambda: _one_of("link", config.link, tuple(LINKS)),
         lambda: _check_masking(config),
         lambda: _check_documents(config),
         lambda: _check_indices(config.indices),

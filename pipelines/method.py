@@ -13,7 +13,8 @@ from spex_ray.methods import Method, MethodOptions, method_class
 class MethodSpec:
     """A job's method: its name and options (the config keys of ``MethodOptions``), the held-out
     masks and the indices written; same spec + same n => same masks and results. ``adaptive``:
-    the design's queries go out in stages (``spex_ray.adaptive``) until the fit stops improving."""
+    the design's queries go out in stages (``spex_ray.adaptive``) until the fit stops improving;
+    ``link``: the fit's link (``spex_ray.link``)."""
 
     method: str
     budget: int | None
@@ -26,6 +27,7 @@ class MethodSpec:
     indices: tuple[str, ...]
     trees: str = "lightgbm"
     adaptive: bool = False
+    link: str = "identity"
 
     @classmethod
     def from_config(cls, config: JobConfig) -> MethodSpec:
@@ -41,6 +43,7 @@ class MethodSpec:
             holdout=config.holdout,
             indices=tuple(config.indices),
             adaptive=config.adaptive,
+            link=config.link,
         )
 
     @property

@@ -23,6 +23,8 @@ from pipelines.method import MethodSpec
 from spex_ray.adaptive import prefix_design, stages, stops
 from spex_ray.faithfulness import faithfulness
 from spex_ray.interactions import PREDICTABLE, Interactions
+from spex_ray.link import get_link
+from spex_ray.link_fit import fit_with_link, linked_values
 from spex_ray.methods import Method
 from pipelines.schema import EXPLANATION_SCHEMA, STATUS_ERROR, STATUS_OK
 
@@ -44,7 +46,7 @@ def fit_example(example: Example, spec: MethodSpec, layout: QueryLayout, values:
     values = _checked(values, layout)
     try:
         method = spec.method_for(example.n)
-        fit = method.fit(values[: method.num_queries])
+        fit = fit_with_link(method, values[: method.num_queries], spec.link)
     except Exception as err:  # one example's failed fit must not end the job
         return _fit_failed(example, spec, layout, values, err)
     return explanation_rows(example, spec, layout, values, fit, method.num_queries)
@@ -60,9 +62,12 @@ def fit_stage(call: FitCall) -> tuple[list[dict] | None, float | None]:
         method = spec.method_for(example.n)
         counts = stages(method.design)
         staged = method.with_design(prefix_design(method.design, counts[call.stage]))
-        fit, r2 = staged.fit_cv(values[: staged.num_queries])
-        if call.stage < len(counts) - 1 and not stops(r2, _previous_r2(call, method, counts, values, r2)):
+        link = get_link(spec.link)
+        linked = linked_values(values[: staged.num_queries], link)
+        fit, r2 = staged.fit_cv(linked)
+        if call.stage < len(counts) - 1 and not stops(r2, _previous_r2(call, method, counts, linked, r2)):
             return None, r2
+        fit = fit.with_link(link.name)
     except Exception as err:  # one example's failed fit must not end the job
         return _fit_failed(example, spec, layout, values, err), None
     return explanation_rows(example, spec, layout, values, fit, staged.num_queries), r2
@@ -70,7 +75,8 @@ def fit_stage(call: FitCall) -> tuple[list[dict] | None, float | None]:
 
 def _previous_r2(call: FitCall, method: Method, counts: list[int], values: np.ndarray, r2: float) -> float | None:
     """The cross-validated R² of the stage before ``call.stage`` (None: it is the first), computed
-    again when this run did not judge it (a resumed example) and the rule needs it."""
+    again when this run did not judge it (a resumed example) and the rule needs it; ``values``:
+    the design's, in the link's space."""
     if call.previous_r2 is not None or call.stage == 0 or stops(r2, None):
         return call.previous_r2
     earlier = method.with_design(prefix_design(method.design, counts[call.stage - 1]))
@@ -143,6 +149,7 @@ def error_rows(item: Example | BadInput, spec: MethodSpec, message: str, *, full
                 "full_value": full,
                 "empty_value": empty,
                 "baseline_value": None,
+                "link": spec.link,
                 "method": spec.method,
                 "index": index,
                 "max_order": None if index == "fourier" else index_order(index, spec.max_order),
@@ -178,6 +185,7 @@ def _row(example: Example, spec: MethodSpec, interactions: Interactions, full: f
         "full_value": full,
         "empty_value": empty,
         "baseline_value": baseline,
+        "link": interactions.link,
         "method": spec.method,
         "index": interactions.index,
         "max_order": interactions.max_order,

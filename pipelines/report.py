@@ -284,6 +284,12 @@ def _examples_section(scale: float) -> str:
 <button class="spx-next spx-bottom">Next ›</button></div>"""
 
 
+def _link_note(config: dict) -> str:
+    """" · values in logit units" for a job with a link (``spex_ray.link``); "" without."""
+    link = config.get("link") or "identity"
+    return "" if link == "identity" else f" · values in {link} units"
+
+
 def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str:
     job = _read_json(output / "job.json") or {}
     summary = _read_json(output / "summary.json") or {}
@@ -295,7 +301,7 @@ def _job_section(output: Path, table: pa.Table, metadata: dict[str, str]) -> str
     model = backend.get("model") or (config.get("backend") or {}).get("name", "?")
     stats = [
         ("examples", f"{ok:,}", f"explained · {table.num_rows - ok:,} error"),
-        ("method", table["method"][0].as_py() or "?", f"model {model}"),
+        ("method", table["method"][0].as_py() or "?", f"model {model}{_link_note(config)}"),
         ("mean R²", f"{statistics.fmean(r2):.3f}" if r2 else "n/a",
          f"median {statistics.median(r2):.3f} · {sum(v >= 0.9 for v in r2) / len(r2):.0%} ≥ 0.9" if r2 else ""),
         ("queries sent", f"{summary['queries_sent']:,}" if "queries_sent" in summary else "n/a",

@@ -27,6 +27,9 @@ Explanations (schema version ``EXPLANATION_SCHEMA_VERSION``, in each part's Parq
   error row of an example whose queries failed, every query of its layout.
 - ``baseline_value``: the fit at the all-masked mask, f̂(∅) (shapiq's ``baseline_value``);
   ``empty_value`` and ``full_value`` are the model's measured values with all features masked/kept.
+- ``link``: the config's ``link`` (``spex_ray.link``): the row's terms (and ``baseline_value``) are
+  in its units and predict g(terms); ``identity`` (null in parts written before version 3) is the
+  output's own units.
 
 ``interactions`` holds ``(features, value)`` pairs sorted by ``|value|``, descending; ``features``
 are sorted feature positions in ``[0, n_features)`` (the row's ``features`` column holds their
@@ -73,6 +76,7 @@ EXPLANATION_SCHEMA = pa.schema(
         pa.field("full_value", pa.float64()),
         pa.field("empty_value", pa.float64()),
         pa.field("baseline_value", pa.float64()),
+        pa.field("link", pa.string()),
         pa.field("method", pa.string()),
         pa.field("index", pa.string()),
         pa.field("max_order", pa.int8()),
@@ -86,7 +90,8 @@ EXPLANATION_SCHEMA = pa.schema(
 )
 
 #: Version 2: the fourier row holds the whole fit; per-row faithfulness_r2; fit_r2 and baseline_value.
-EXPLANATION_SCHEMA_VERSION = "2"
+#: Version 3: link.
+EXPLANATION_SCHEMA_VERSION = "3"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

@@ -42,10 +42,12 @@ def explain(
     a stage raises the cross-validated R² by less than 0.01 (``spex_ray.adaptive``; call
     ``fit_adaptive`` there for the queries spent and saved).
     ``link`` ("auto", "identity", "logit" or "algebraic"; ``spex_ray.link``): the result predicts
-    g(expansion), its terms in the link's units; "auto" keeps a bounded link (logit for values in
-    [0, 1], algebraic for values in [−1, 1]) only where it predicts held-out queries clearly better
-    than the identity (``spex_ray.link_fit``). With ``adaptive=True`` the stages are judged in the
-    output's units and the link is chosen on the queries spent.
+    g(expansion), its terms in the link's units, and so is every ``index`` converted from it
+    (Shapley values in log-odds for ``logit``). "auto" fits each link whose range holds the values
+    (logit and algebraic for values in [0, 1], algebraic for values in [−1, 1]) and keeps one only
+    where it predicts held-out queries clearly better than the identity (``spex_ray.link_fit``), so
+    units may differ between calls (name a link for one unit); with ``adaptive=True`` it is chosen
+    on the queries spent. A named link refuses values outside its range (ValueError).
 
     A batch's values may be any array-like of B real numbers (shape (B,), or (B, 1)); anything
     else raises at once, naming what was expected and what came back: TypeError for values that
@@ -64,7 +66,7 @@ def explain(
         bar = tqdm(total=fitter.num_queries, desc=f"{fitter.name} queries", unit="query")
     values_of = functools.partial(_values, value_fn, fitter.design, batch_size, bar)
     if link != "auto":
-        get_link(link)
+        get_link(link)  # an unknown link raises before any query
     if adaptive:
         result = _fit_adaptive(fitter, values_of, link)
     else:
@@ -91,7 +93,8 @@ def _fit_adaptive(fitter, values_of, link: str) -> Interactions:
     values = np.concatenate(seen)
     if link == "identity" or link == "auto" and len(candidate_links(values)) == 1:
         return fit.interactions
-    return fit_with_link(fitter.with_design(prefix_design(fitter.design, fit.queries)), values, link)
+    return fit_with_link(fitter.with_design(prefix_design(fitter.design, fit.queries)), values, link,
+                         identity=fit.interactions)
 
 
 def _values(value_fn: ValueFunction, design: Design, batch_size: int, bar: Any, first: int, last: int) -> np.ndarray:

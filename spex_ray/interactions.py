@@ -201,7 +201,8 @@ class Interactions(Mapping[Key, float]):
 
     @property
     def baseline_value(self) -> float | None:
-        """f(∅), the explained function with every feature masked (see the class docstring)."""
+        """f(∅), the explained function with every feature masked (see the class docstring); in the
+        link's units, g⁻¹(f(∅)), when ``link`` is not "identity"."""
         if self._index == "fourier":
             return float(self._values.sum())
         if self._index == "mobius":

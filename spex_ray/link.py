@@ -2,7 +2,7 @@
 
 A model's output is often a saturating function of a nearly additive score: a probability is the
 logistic function of a logit, and VADER's compound score is x/sqrt(x² + 15) of a sum of word
-valences. A sparse expansion of such an output needs many high-order terms (on 16 reviews scored
+valences. A sparse expansion of such an output needs many high-order terms (on 8 reviews scored
 by VADER, 1,400 terms of order ≤ 3 fitted to 40,000 values of the best surrogate reach a median
 R² of 0.90), while the score beneath it is nearly additive. So the fit can be made in the link's
 space, h = g⁻¹(y), and the explanation is g(h): its terms are in the units of h (log-odds for

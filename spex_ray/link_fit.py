@@ -31,12 +31,15 @@ _PENALTY = 1e-6
 _EXACT = 1e-6
 
 
-def fit_with_link(method: Method, values: np.ndarray, link: str = "auto") -> Interactions:
+def fit_with_link(method: Method, values: np.ndarray, link: str = "auto", *,
+                  identity: Interactions | None = None) -> Interactions:
     """``method.fit`` of float ``values`` (num_queries,) in the space of ``link`` (a name in
-    ``LINKS``, or "auto"); the result carries the link."""
+    ``LINKS``, or "auto"); the result carries the link. ``identity``: the method's fit of these
+    values without a link, when already made. ValueError for values outside a named link's range."""
     values = np.asarray(values, dtype=np.float64)
     links = candidate_links(values) if link == "auto" else [get_link(link)]
-    fits = [method.fit(each.inverse(values)).with_link(each.name) for each in links]
+    fits = [identity if each.name == "identity" and identity is not None
+            else method.fit(linked_values(values, each)).with_link(each.name) for each in links]
     if len(fits) == 1:
         return fits[0]
     with threadpool_limits(limits=1, user_api="blas"):  # as Method.fit: small solves, one thread
@@ -44,6 +47,15 @@ def fit_with_link(method: Method, values: np.ndarray, link: str = "auto") -> Int
     best = int(np.argmin(errors))
     better = errors[best] < (1 - AUTO_MARGIN) * errors[0] and errors[0] > _EXACT * float(np.var(values))
     return fits[best] if better else fits[0]
+
+
+def linked_values(values: np.ndarray, link: Link) -> np.ndarray:
+    """g⁻¹(values) of float ``values``; ValueError when a value lies outside the link's range."""
+    if not link.covers(values):
+        lo, hi = link.bounds
+        raise ValueError(f"link {link.name!r} needs values in [{lo:g}, {hi:g}]; got values from "
+                         f"{np.nanmin(values):g} to {np.nanmax(values):g}")
+    return link.inverse(values)
 
 
 def output_cv_error(method: Method, values: np.ndarray, fit: Interactions, link: Link) -> float:

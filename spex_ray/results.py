@@ -20,10 +20,12 @@ __all__ = ["FRAME_COLUMNS", "read_explanations"]
 
 #: Columns of ``read_explanations``, in order. ``index_name`` is the Parquet column ``index``
 #: (renamed so that it does not hide ``DataFrame.index``).
-FRAME_COLUMNS = ("example_id", "index_name", "method", "order", "features", "words", "value",
+FRAME_COLUMNS = ("example_id", "index_name", "method", "link", "order", "features", "words", "value",
                  "faithfulness_r2", "fit_r2")
 _JSON_FORMAT = "spex-ray/interactions"
-_JSON_VERSION = 1
+_JSON_VERSION = 2
+#: Versions ``load`` reads (1: before links).
+_JSON_READS = (1, 2)
 
 
 def read_explanations(path: str | Path, index: str | None = None):
@@ -34,6 +36,7 @@ def read_explanations(path: str | Path, index: str | None = None):
         index: only the rows of this interaction index (e.g. ``"fbii"``); None: all.
 
     Columns (``FRAME_COLUMNS``): ``example_id``, ``index_name`` (the row's index), ``method``,
+    ``link`` (the units of ``value``: "identity", the output's own, or a link's, ``spex_ray.link``),
     ``order`` (|T|; 0 is the constant term), ``features`` (tuple of feature positions),
     ``words`` (tuple of the features' texts, same order), ``value`` (as stored: for ``fourier``
     F(T), whose effect of keeping is (-2)^|T| F(T)), ``faithfulness_r2`` (the R² of the row's own
@@ -59,12 +62,14 @@ def read_explanations(path: str | Path, index: str | None = None):
     row_of_position = np.repeat(row_of_term, order)
     key_words = pc.list_flatten(words).take(pa.array(word_starts[row_of_position] + positions))
     bounds = np.concatenate([[0], np.cumsum(order)])
-    per_row = {name: table.column(name).to_numpy() for name in ("example_id", "index", "method")}
+    per_row = {name: table.column(name).to_numpy(zero_copy_only=False) for name in ("example_id", "index", "method")}
+    links = np.array([_link(link) for link in table.column("link").to_pylist()], dtype=object)
     return pd.DataFrame(
         {
             "example_id": per_row["example_id"][row_of_term],
             "index_name": per_row["index"][row_of_term],
             "method": per_row["method"][row_of_term],
+            "link": links[row_of_term],
             "order": order,
             "features": _tuples(positions.tolist(), bounds),
             "words": _tuples(key_words.to_pylist(), bounds),
@@ -78,7 +83,8 @@ def read_explanations(path: str | Path, index: str | None = None):
 
 def _ok_rows(files: list[Path], index: str | None):
     """The ``ok`` rows of ``files`` (of ``index``; None: all) as a pyarrow Table sorted by example id
-    then index, with the columns ``read_explanations`` reads (``fit_r2`` null in schema version 1)."""
+    then index, with the columns ``read_explanations`` reads (``fit_r2`` null in schema version 1,
+    ``link`` before version 3)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -87,11 +93,13 @@ def _ok_rows(files: list[Path], index: str | None):
     schema = pa.unify_schemas([pq.read_schema(file) for file in files])
     if "fit_r2" not in schema.names:  # schema version 1
         schema = schema.append(pa.field("fit_r2", pa.float64()))
+    if "link" not in schema.names:  # before schema version 3
+        schema = schema.append(pa.field("link", pa.string()))
     row_filter = pc.field("status") == "ok"
     if index is not None:
         row_filter &= pc.field("index") == index
     table = ds.dataset([str(file) for file in files], format="parquet", schema=schema).to_table(
-        columns=["example_id", "index", "method", "features", "interactions", "faithfulness_r2", "fit_r2"],
+        columns=["example_id", "index", "method", "link", "features", "interactions", "faithfulness_r2", "fit_r2"],
         filter=row_filter,
     )
     return table.sort_by([("example_id", "ascending"), ("index", "ascending")])
@@ -99,14 +107,14 @@ def _ok_rows(files: list[Path], index: str | None):
 
 def interactions_from_row(row: Mapping) -> Interactions:
     """``Interactions.from_row``: the row's ``index``, ``n_features``, ``max_order``, terms
-    (``interactions``), words (``features``) and, where stored, ``baseline_value``."""
+    (``interactions``), words (``features``) and, where stored, ``baseline_value`` and ``link``."""
     if row.get("status", "ok") != "ok":
         raise ValueError(f"row of example {row.get('example_id')!r} is an error row: {row.get('error')}")
     index = row["index"]
     words = row.get("features")
     baseline = _optional_float(row.get("baseline_value")) if index not in ("fourier", "mobius") else None
     return _from_terms(row["interactions"], int(row["n_features"]), index, _optional_int(row.get("max_order")),
-                       None if words is None else [str(word) for word in words], baseline)
+                       None if words is None else [str(word) for word in words], baseline, _link(row.get("link")))
 
 
 def interactions_to_frame(interactions: Interactions):
@@ -150,8 +158,9 @@ def load_interactions(path: str | Path) -> Interactions:
     document = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(document, dict) or document.get("format") != _JSON_FORMAT:
         raise ValueError(f"{path} is not a spex-ray interactions file (no \"format\": \"{_JSON_FORMAT}\")")
-    if document.get("version") != _JSON_VERSION:
-        raise ValueError(f"{path} has version {document.get('version')!r}; this spex-ray reads {_JSON_VERSION}")
+    if document.get("version") not in _JSON_READS:
+        raise ValueError(f"{path} has version {document.get('version')!r}; this spex-ray reads "
+                         f"{', '.join(map(str, _JSON_READS))}")
     index = document["index"]
     baseline = document.get("baseline_value") if index not in ("fourier", "mobius") else None
     return _from_terms(document["terms"], document["n"], index, document["max_order"], document["feature_names"],
@@ -179,6 +188,11 @@ def _parquet_files(path: Path) -> list[Path]:
 def _tuples(items: list, bounds: np.ndarray) -> list[tuple]:
     """``items`` cut at ``bounds`` (m + 1 offsets) into m tuples."""
     return [tuple(items[start:stop]) for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+
+def _link(value) -> str:
+    """A row's link: "identity" where none is stored (parts before schema version 3)."""
+    return value if isinstance(value, str) else "identity"
 
 
 def _optional_float(value) -> float | None:

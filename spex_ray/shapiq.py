@@ -127,7 +127,7 @@ class SpexRay(Approximator):
         seed = self._random_state if self._random_state is not None else int(self._rng.integers(2**31))
         used = plan_method(self.method, self.n, budget=budget, seed=seed, **self.options).num_queries
         fit = explain(game, self.n, budget=budget, method=self.method, seed=seed, batch_size=self.batch_size,
-                      **self.options)
+                      link="identity", **self.options)  # shapiq's values are in the game's units
         index = "SII" if self.index == "k-SII" else self.index
         converted = fit.to(_FROM_SHAPIQ[index], order=self.max_order)
         terms = {key: value for key, value in converted.items() if len(key) >= self.min_order}

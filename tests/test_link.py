@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from spex_ray import Interactions, explain, faithfulness, uniform_masks
+from spex_ray import Interactions, explain, faithfulness, plan_method, uniform_masks
+from spex_ray.adaptive import fit_adaptive
 from spex_ray.link import LINKS, candidate_links, get_link
 
 N = 30
@@ -100,7 +101,40 @@ def test_adaptive_budgets_choose_the_link_on_the_queries_spent():
 
     result = explain(counted, N, budget=4000, adaptive=True)
     assert result.link == "logit"
-    assert sum(spent) < 4000  # the link is chosen on what was spent: no query beyond the stages
+    # the link is chosen on the stages' queries: not one more
+    method = plan_method(None, N, budget=4000)
+    assert sum(spent) == fit_adaptive(method, lambda first, last: wide_logistic(method.design.masks()[first:last])).queries
+    assert sum(spent) < 4000
     holdout = uniform_masks(N, 400, seed=12)
     assert faithfulness(result, holdout, wide_logistic(holdout)) > 0.999
 
+
+
+def vader_like(masks):
+    """VADER's compound score of a sum of 6 valences, with a negation that flips one of them."""
+    valences = np.array([2.5, 1.9, -1.4, 3.1, 1.2, -2.2])
+    score = masks[:, :6] @ valences - 2 * 1.9 * masks[:, 1] * masks[:, 6]
+    return score / np.sqrt(score * score + 15)
+
+
+def test_auto_chooses_the_algebraic_link_for_a_vader_like_score():
+    holdout = uniform_masks(N, 400, seed=13)
+    auto = explain(vader_like, N, budget=1000)
+    plain = explain(vader_like, N, budget=1000, link="identity")
+    assert auto.link == "algebraic"
+    assert faithfulness(auto, holdout, vader_like(holdout)) > 0.999 > faithfulness(plain, holdout, vader_like(holdout))
+
+
+def test_a_named_link_refuses_values_outside_its_range():
+    with pytest.raises(ValueError, match=r"link 'logit' needs values in \[0, 1\]; got values from -0\.\d+ to 0\.\d+"):
+        explain(vader_like, N, budget=600, link="logit")
+
+
+def test_shapiq_values_of_spex_ray_stay_in_the_games_units():
+    pytest.importorskip("shapiq")
+    from spex_ray.shapiq import SpexRay
+
+    values = SpexRay(n=8, index="SV", max_order=1, random_state=0).approximate(600, lambda c: logistic_of_sparse(c))
+    full, empty = logistic_of_sparse(np.ones((1, 8), bool))[0], logistic_of_sparse(np.zeros((1, 8), bool))[0]
+    assert values.baseline_value == pytest.approx(empty, abs=0.02)  # in log-odds it would be -1.0
+    assert sum(values.values) == pytest.approx(full, abs=0.02)  # v(∅) + Σ φ_i = v(N), in probabilities
