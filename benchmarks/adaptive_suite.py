@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +31,31 @@ from spex_ray import faithfulness, plan_method, uniform_masks  # noqa: E402
 from spex_ray.adaptive import fit_adaptive  # noqa: E402
 
 
-def run(tasks, log) -> list[dict]:
-    """One row per task and b: queries and R² of the fixed design and of adaptive budgets."""
-    rows = []
+def suite_designs(tasks) -> Iterator[tuple]:
+    """(task, b, method, values, holdout, truth) per task and b: spex-hybrid at SPEX's design at b,
+    the task's values of its queries, the suite's held-out masks and their noiseless values."""
     for task in tasks:
         holdout = uniform_masks(task.n, HOLDOUT, seed=HOLDOUT_SEED)
         truth = task.clean_fn(holdout)
         for b in task.bs:
             method = plan_method("spex-hybrid", task.n, b=b)
-            values = task.value_fn(method.design.masks())
-            start = time.process_time()
-            fixed = method.fit(values)
-            fixed_s = time.process_time() - start
-            adaptive = fit_adaptive(method, lambda first, last: values[first:last])
-            rows.append({"group": task.group, "id": task.example_id, "n": task.n, "b": b,
-                         "fixed_queries": method.num_queries, "adaptive_queries": adaptive.queries,
-                         "fixed_r2": faithfulness(fixed, holdout, truth),
-                         "adaptive_r2": faithfulness(adaptive.interactions, holdout, truth),
-                         "fixed_fit_s": fixed_s, "adaptive_fit_s": time.process_time() - start - fixed_s})
-            log(rows[-1])
+            yield task, b, method, task.value_fn(method.design.masks()), holdout, truth
+
+
+def run(tasks, log) -> list[dict]:
+    """One row per task and b: queries and R² of the fixed design and of adaptive budgets."""
+    rows = []
+    for task, b, method, values, holdout, truth in suite_designs(tasks):
+        start = time.process_time()
+        fixed = method.fit(values)
+        fixed_s = time.process_time() - start
+        adaptive = fit_adaptive(method, lambda first, last, values=values: values[first:last])
+        rows.append({"group": task.group, "id": task.example_id, "n": task.n, "b": b,
+                     "fixed_queries": method.num_queries, "adaptive_queries": adaptive.queries,
+                     "fixed_r2": faithfulness(fixed, holdout, truth),
+                     "adaptive_r2": faithfulness(adaptive.interactions, holdout, truth),
+                     "fixed_fit_s": fixed_s, "adaptive_fit_s": time.process_time() - start - fixed_s})
+        log(rows[-1])
     return rows
 
 
