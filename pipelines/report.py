@@ -285,7 +285,7 @@ def _examples_section(scale: float) -> str:
 
 
 def _link_note(config: dict) -> str:
-    """" · values in logit units" for a job with a link (``spex_ray.link``); "" without."""
+    """The method card's note on a job's link (``spex_ray.link``): ' · values in logit units', or ''."""
     link = config.get("link") or "identity"
     return "" if link == "identity" else f" · values in {link} units"
 
