@@ -43,6 +43,21 @@ def test_sparse_parity_function_keeps_exactly_the_spex_support():
     assert max(abs(result[k] - v) for k, v in truth.items()) < 1e-9
 
 
+def test_an_exact_spex_fit_fits_no_tree(monkeypatch):
+    """Tree terms cannot beat a support whose held-out error is zero: none is fit (the cost of the
+    hybrid over SPEX is then nil), and the result is SPEX's exact recovery."""
+    import spex_ray.hybrid
+
+    def no_trees(*args, **kwargs):
+        raise AssertionError("trees were fit for values SPEX fits exactly")
+
+    monkeypatch.setattr(spex_ray.hybrid, "cross_validate_trees", no_trees)
+    truth = planted_fourier(64, 12, 3, seed=2)
+    design = SpexDesign(64, 5, seed=2)
+    result = fit_spex_hybrid(design, evaluate_fourier(truth, design.masks()))
+    assert set(result) == set(truth)
+
+
 def test_same_values_give_the_same_explanation():
     """Resume and caching rely on a fit being a function of (params, values)."""
     n = 40
