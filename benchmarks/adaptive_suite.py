@@ -59,13 +59,18 @@ def run(tasks, log) -> list[dict]:
     return rows
 
 
+def row_groups(rows: list[dict]) -> Iterator[tuple[str, int | None, list[dict]]]:
+    """(group, b, its rows) for each group and b in order of appearance, then ("all", None, rows)."""
+    for group, b in dict.fromkeys((row["group"], row["b"]) for row in rows):
+        yield group, b, [row for row in rows if (row["group"], row["b"]) == (group, b)]
+    yield "all", None, rows
+
+
 def summary(rows: list[dict]) -> str:
     """The Markdown table: per group and b, and a total line."""
     lines = ["| group | b | ex. | queries fixed | queries adaptive | saved | mean R² fixed | mean R² adaptive "
              "| largest R² lost |", "|---|---|---|---|---|---|---|---|---|"]
-    keys = list(dict.fromkeys((row["group"], row["b"]) for row in rows))
-    for group, b in [*keys, ("all", None)]:
-        part = [row for row in rows if group == "all" or (row["group"], row["b"]) == (group, b)]
+    for group, b, part in row_groups(rows):
         fixed, adaptive = sum(r["fixed_queries"] for r in part), sum(r["adaptive_queries"] for r in part)
         lost = max(r["fixed_r2"] - r["adaptive_r2"] for r in part)
         lines.append(f"| {group} | {'' if b is None else b} | {len(part)} | {fixed:,} | {adaptive:,} | "

@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchmarks.adaptive_suite import suite_designs  # noqa: E402
+from benchmarks.adaptive_suite import row_groups, suite_designs  # noqa: E402
 from benchmarks.faithfulness import DEFAULT, QUICK, SENTIMENT_CSV, sentiment_tasks  # noqa: E402
 from spex_ray import faithfulness  # noqa: E402
 from spex_ray.link_fit import fit_with_link  # noqa: E402
@@ -50,9 +50,7 @@ def summary(rows: list[dict]) -> str:
     """The Markdown table: per group and b, and a total line."""
     lines = ["| group | b | ex. | queries | links chosen | mean R² identity | mean R² auto | fit CPU s identity "
              "| fit CPU s auto |", "|---|---|---|---|---|---|---|---|---|"]
-    keys = list(dict.fromkeys((row["group"], row["b"]) for row in rows))
-    for group, b in [*keys, ("all", None)]:
-        part = [row for row in rows if group == "all" or (row["group"], row["b"]) == (group, b)]
+    for group, b, part in row_groups(rows):
         links = ", ".join(f"{name} {count}" for name, count in Counter(r["link"] for r in part).most_common())
         lines.append(f"| {group} | {'' if b is None else b} | {len(part)} | "
                      f"{int(np.mean([r['queries'] for r in part])):,} | {links} | "
